@@ -1,0 +1,1 @@
+"""vqbench analysis: MLflow runs -> pandas -> seaborn figures and scipy statistics."""

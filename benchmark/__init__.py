@@ -1,0 +1,1 @@
+"""vqbench benchmark: data, models, training loop, metrics and the command line."""

@@ -1,0 +1,69 @@
+"""The ``vqbench`` command. Each subcommand lives in its own module exposing
+``add_arguments(parser)`` and ``run(args) -> int``; heavy imports (torch, ray, mlflow) happen inside
+``run`` so that ``vqbench --help`` stays fast."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "list": ("benchmark.list_command", "list the registered quantizers with their options and defaults"),
+    "train": ("benchmark.train_command", "train one autoencoder with one quantizer and log it to MLflow"),
+    "sweep": ("sweeps.command", "run a Ray Tune sweep over quantizers x codebook sizes x latent dims x seeds"),
+    "figures": ("analysis.command", "regenerate comparison figures, tables and statistics from MLflow"),
+    "ui": ("benchmark.ui", "start the MLflow UI on 127.0.0.1 for the vqbench tracking store"),
+    "bench": ("benchmark.speed", "time and measure memory of every quantizer against reference implementations"),
+}
+
+DESCRIPTION = """\
+vqbench: does your vector quantizer collapse? Train VQ, EMA-VQ, FSQ, LFQ and SimVQ under identical
+budgets, sweep codebook sizes with Ray Tune, log everything to MLflow, and regenerate the figures.
+
+typical use:
+  vqbench sweep --preset quick      # a small sweep on 2 CPU cores, runs logged to ./mlflow.db
+  vqbench figures                   # figures + statistics from the latest sweep -> ./vqbench_figures
+  vqbench ui                        # browse the runs in the MLflow UI
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vqbench", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:  # TEMPORARY while the command modules are being written
+            if error.name != module_name:
+                raise
+            continue
+        sub = subparsers.add_parser(
+            name, help=help_text, description=(module.__doc__ or help_text).strip(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except ValueError as error:  # bad input: a clear one-line message, no traceback
+        print(f"vqbench {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

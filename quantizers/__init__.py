@@ -1,0 +1,8 @@
+"""vqbench quantizers: one module per method, all behind :class:`Quantizer` and the registry."""
+from .base import Quantizer, QuantizerOutput
+from .registry import available, build, describe, get_class, register
+
+# Importing a module registers its quantizer(s). One line per method.
+from . import vq  # noqa: E402,F401  (helpers: add ema, fsq, lfq, simvq here as they land)
+
+__all__ = ["Quantizer", "QuantizerOutput", "available", "build", "describe", "get_class", "register"]

@@ -1,0 +1,1 @@
+"""vqbench sweeps: Ray Tune search spaces, presets, launching and resuming."""
