@@ -69,8 +69,11 @@ class Quantizer(nn.Module):
 
 
 def straight_through(z: Tensor, q: Tensor) -> Tensor:
-    """Forward value ``q``, gradient of the identity to ``z`` (van den Oord et al. 2017, Sec. 3.1)."""
-    return z + (q - z).detach()
+    """Forward value exactly ``q``, gradient of the identity to ``z`` (van den Oord et al. 2017, Sec. 3.1).
+
+    Written as ``sg(q) + (z - sg(z))`` rather than ``z + sg(q - z)``: the latter can differ from ``q``
+    in the last bit, and then ``indices_to_codes`` would not reproduce the forward output exactly."""
+    return q.detach() + (z - z.detach())
 
 
 # ----------------------------------------------------------------------------- validation helpers

@@ -3,7 +3,7 @@
 van den Oord et al., "Neural Discrete Representation Learning" (2017), Eq. (3):
     L = ||sg[z] - e||^2 + beta * ||z - sg[e]||^2,   beta = 0.25,
 with the decoder's gradient copied from e to z (straight-through). Only the selected codes e receive a
-gradient: the *disjoint codebook optimization* that SimVQ (Li et al. 2024, Sec. 3) blames for collapse.
+gradient: the *disjoint codebook optimization* that SimVQ (Zhu et al. 2024, arXiv 2411.02038, Sec. 3) blames for collapse.
 """
 from __future__ import annotations
 
