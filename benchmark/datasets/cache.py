@@ -1,0 +1,76 @@
+"""Built datasets on disk: one ``<key>.pt`` file per set of build parameters, verified on load.
+
+A file that fails to load, lacks a field, or whose content no longer matches its stored digest is
+reported with a warning and rebuilt, never trusted. Files are written to a temporary name and renamed,
+so trials building the same dataset at once (parallel Ray workers) never read a half-written file.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from benchmark.data import ImageDataset, content_digest
+
+CACHE_FORMAT = 1  # bump when the file layout changes
+
+
+def cached_dataset(cache_dir: Path, key: str, build: Callable[[], ImageDataset]) -> ImageDataset:
+    """The dataset stored under ``key`` in ``cache_dir``, built with ``build()`` and stored if absent."""
+    path = Path(cache_dir) / f"{key}.pt"
+    if path.exists():
+        try:
+            return read_cache_file(path)
+        except Exception as error:  # any unreadable file is rebuilt, whatever the reason
+            warnings.warn(f"rebuilding dataset cache file {path}: {error}", stacklevel=3)
+    dataset = build()
+    try:
+        write_cache_file(path, dataset)
+    except OSError as error:  # a read-only cache must not stop a trial
+        warnings.warn(f"could not write dataset cache file {path}: {error}", stacklevel=3)
+    return dataset
+
+
+def read_cache_file(path: Path) -> ImageDataset:
+    """Load and verify one cache file; ValueError when it is not a complete, intact dataset."""
+    stored = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(stored, dict) or stored.get("format") != CACHE_FORMAT:
+        raise ValueError("not a vqbench dataset cache file of format %d" % CACHE_FORMAT)
+    train, test = stored.get("train"), stored.get("test")
+    for split_name, split in (("train", train), ("test", test)):
+        if not isinstance(split, torch.Tensor) or split.dtype != torch.uint8 or split.dim() != 4:
+            raise ValueError(f"field {split_name!r} is not a uint8 (N, C, H, W) tensor")
+    if content_digest(train, test) != stored.get("digest"):
+        raise ValueError("content does not match its stored digest")
+    return ImageDataset(name=str(stored["name"]), source=str(stored["source"]), train=train,
+                        test=test, digest=str(stored["digest"]))
+
+
+def write_cache_file(path: Path, dataset: ImageDataset) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # unique per writer
+    payload = {"format": CACHE_FORMAT, "name": dataset.name, "source": dataset.source,
+               "train": dataset.train.contiguous(), "test": dataset.test.contiguous(),
+               "digest": dataset.digest}
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def files_fingerprint(paths: list[Path]) -> str:
+    """Short hash of the files' absolute paths, sizes and modification times: a cache key part that
+    changes when any source file is replaced."""
+    import hashlib
+    import json
+
+    listing = []
+    for path in paths:
+        stat = Path(path).stat()
+        listing.append((str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns))
+    return hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]

@@ -1,0 +1,151 @@
+"""The embedded default dataset: colour patches cut from real photographs bundled in pip wheels.
+
+Photos: scikit-image's ``skimage.data`` astronaut, chelsea, coffee, rocket, hubble_deep_field, retina,
+immunohistochemistry and both views of stereo_motorcycle (all shipped inside the wheel, no network),
+and scikit-learn's ``load_sample_images`` china and flower. Photos whose longer side exceeds
+``MAX_SIDE`` are downscaled first, so a 32-pixel patch shows structure rather than a flat area of a
+1411-pixel retina scan.
+
+Split, disjoint by construction: the bottom ``TEST_FRACTION`` of every photo's rows (a whole number of
+patch heights) is held out. Test patches tile that strip on a fixed grid with half-patch stride; train
+patches are random crops (with random horizontal flips) lying entirely above it. The two stereo views
+show the same scene with horizontal disparity only, so holding out the same rows of both keeps the
+test scene unseen. Near-constant patches (pixel standard deviation below ``MIN_PATCH_STD``, e.g. the
+black corners of the retina scan) are dropped from both splits: they carry nothing to reconstruct.
+
+The test set depends only on ``image_size``; ``seed`` picks the train crops.
+"""
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+from benchmark.data import ImageDataset, content_digest
+from benchmark.datasets.cache import cached_dataset
+from benchmark.datasets.images import pil_to_tensor, shrink_to_max_side
+
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina",
+                  "immunohistochemistry", "stereo_motorcycle")
+SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
+MAX_SIDE = 640          # pixels; larger photos are downscaled to this longer side
+TEST_FRACTION = 0.2     # of every photo's rows, at the bottom, held out for testing
+MIN_PATCH_STD = 2.0     # in 0-255 units; flatter patches are dropped
+NUM_TRAIN = 16384       # train patches at the default size
+BUILD_VERSION = 1       # bump when the construction changes, so old caches are not reused
+
+
+def load_photos(*, image_size: int = 32, seed: int = 0, cache_dir, num_train: int = NUM_TRAIN
+                ) -> ImageDataset:
+    """Photo patches of ``image_size`` pixels, built once per parameter set and cached in ``cache_dir``."""
+    import skimage
+    import sklearn
+
+    if num_train < 1:
+        raise ValueError(f"num_train must be >= 1, got {num_train}")
+    versions = f"skimage{skimage.__version__}-sklearn{sklearn.__version__}"
+    key = f"photos-v{BUILD_VERSION}-size{image_size}-seed{seed}-train{num_train}-{versions}"
+    return cached_dataset(cache_dir, key,
+                          lambda: build_photos(image_size=image_size, seed=seed, num_train=num_train))
+
+
+def build_photos(*, image_size: int, seed: int, num_train: int) -> ImageDataset:
+    photos = bundled_photos()
+    generator = torch.Generator().manual_seed(seed)
+    train_regions, test_parts = [], []
+    for photo in photos.values():
+        height = photo.shape[1]
+        strip = image_size * max(1, round(TEST_FRACTION * height / image_size))
+        if height - strip < image_size:
+            continue  # too small at this size to give both splits a patch
+        train_regions.append(photo[:, : height - strip])
+        test_parts.append(grid_patches(photo[:, height - strip:], image_size))
+    if not train_regions:
+        raise ValueError(f"image_size {image_size} is too large for the bundled photos "
+                         f"(largest side {MAX_SIDE} px)")
+    test = torch.cat(test_parts)
+    test = test[patch_std(test) >= MIN_PATCH_STD]
+    train = random_patches(train_regions, image_size, num_train, generator)
+    source = (f"scikit-image skimage.data: {', '.join(SKIMAGE_PHOTOS)}; scikit-learn "
+              f"load_sample_images: {', '.join(SKLEARN_PHOTOS)}; longer side <= {MAX_SIDE} px; "
+              f"test = bottom {TEST_FRACTION:.0%} of every photo")
+    return ImageDataset(name="photos", source=source, train=train, test=test,
+                        digest=content_digest(train, test))
+
+
+def bundled_photos() -> dict[str, torch.Tensor]:
+    """{name: uint8 (3, H, W)} for every bundled photo (the stereo pair as two entries)."""
+    import skimage.data
+    from sklearn.datasets import load_sample_images
+
+    arrays = {}
+    for name in SKIMAGE_PHOTOS:
+        image = getattr(skimage.data, name)()
+        if name == "stereo_motorcycle":  # (left, right, disparity)
+            arrays["stereo_motorcycle_left"], arrays["stereo_motorcycle_right"] = image[0], image[1]
+        else:
+            arrays[name] = image
+    samples = load_sample_images()
+    for filename, image in zip(samples.filenames, samples.images):
+        arrays[filename.replace("\\", "/").rsplit("/", 1)[-1]] = image
+    missing = set(SKLEARN_PHOTOS) - set(arrays)
+    if missing:
+        raise ValueError(f"scikit-learn's sample images lack {sorted(missing)}")
+    return {name: pil_to_tensor(shrink_to_max_side(Image.fromarray(array).convert("RGB"), MAX_SIDE))
+            for name, array in arrays.items()}
+
+
+def grid_patches(region: torch.Tensor, size: int) -> torch.Tensor:
+    """All ``size`` patches of ``region`` (C, H, W) on a grid of stride size/2, centred horizontally."""
+    stride = size // 2
+    height, width = region.shape[1:]
+    columns = (width - size) // stride + 1
+    left = (width - (columns - 1) * stride - size) // 2
+    patches = region[:, :, left:].unfold(1, size, stride).unfold(2, size, stride)[:, :, :columns]
+    # (C, rows, columns, size, size) -> (rows * columns, C, size, size)
+    return patches.permute(1, 2, 0, 3, 4).reshape(-1, region.shape[0], size, size).contiguous()
+
+
+def random_patches(regions: list[torch.Tensor], size: int, count: int,
+                   generator: torch.Generator) -> torch.Tensor:
+    """``count`` random crops, shared among ``regions`` in proportion to their area, half flipped."""
+    areas = torch.tensor([float(r.shape[1] * r.shape[2]) for r in regions])
+    quotas = largest_remainder(areas / areas.sum() * count)
+    offsets = torch.arange(size)
+    patches = []
+    for region, quota in zip(regions, quotas):
+        if quota == 0:
+            continue
+        kept, drawn, rounds = [], 0, 0
+        while drawn < quota:
+            rounds += 1
+            if rounds > 100:  # cannot happen with the bundled photos; guards against a flat region
+                raise ValueError(f"could not cut {quota} non-flat {size}-pixel patches from a photo")
+            # draw a few extra so flat crops can be dropped without many rounds
+            want = quota - drawn
+            tops = torch.randint(0, region.shape[1] - size + 1, (2 * want,), generator=generator)
+            lefts = torch.randint(0, region.shape[2] - size + 1, (2 * want,), generator=generator)
+            rows = (tops[:, None] + offsets)[:, :, None]
+            cols = (lefts[:, None] + offsets)[:, None, :]
+            crops = region[:, rows, cols].permute(1, 0, 2, 3)
+            crops = crops[patch_std(crops) >= MIN_PATCH_STD][:want]
+            kept.append(crops)
+            drawn += len(crops)
+        patches.append(torch.cat(kept))
+    train = torch.cat(patches)
+    flip = torch.rand(len(train), generator=generator) < 0.5
+    train[flip] = train[flip].flip(-1)
+    order = torch.randperm(len(train), generator=generator)  # mix the photos
+    return train[order].contiguous()
+
+
+def patch_std(patches: torch.Tensor) -> torch.Tensor:
+    return patches.flatten(1).float().std(dim=1)
+
+
+def largest_remainder(shares: torch.Tensor) -> list[int]:
+    """Integers summing to round(shares.sum()), each the floor of its share plus at most one."""
+    floors = shares.floor()
+    missing = int(round(float(shares.sum() - floors.sum())))
+    bonus = torch.zeros_like(floors)
+    bonus[torch.argsort(shares - floors, descending=True, stable=True)[:missing]] = 1
+    return [int(v) for v in floors + bonus]
