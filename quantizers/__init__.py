@@ -3,6 +3,6 @@ from .base import Quantizer, QuantizerOutput
 from .registry import available, build, describe, get_class, register
 
 # Importing a module registers its quantizer(s). One line per method.
-from . import vq  # noqa: E402,F401  (helpers: add ema, fsq, lfq, simvq here as they land)
+from . import ema, fsq, lfq, simvq, vq  # noqa: E402,F401
 
 __all__ = ["Quantizer", "QuantizerOutput", "available", "build", "describe", "get_class", "register"]
