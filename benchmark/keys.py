@@ -46,6 +46,7 @@ TAG_SWEEP = "sweep"            # the sweep's name, set by sweeps
 TAG_TRIAL_KEY = "trial_key"    # stable hash of the trial's config; sweeps use it to resume without duplicates
 TAG_GIT_COMMIT = "git_commit"
 TAG_KIND = "vqbench.kind"      # "trial" or "sweep"
+TAG_VERSION_PREFIX = "version."  # version.torch, version.mlflow, version.ray, version.vqbench
 
 # ---- params: every TrainConfig field under its own name (TrainConfig.as_params()); quantizer options
 # as "quantizer_options.<name>". The codebook size the quantizer really has (FSQ rounds to a level

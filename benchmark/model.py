@@ -1,0 +1,143 @@
+"""The autoencoder every quantizer is trained in: a small VQGAN-style convolutional encoder and decoder.
+
+Architecture after Esser et al., "Taming Transformers" (2021) — the backbone the SimVQ paper (Zhu et al.
+2024, arXiv 2411.02038, Sec. 5) trains its quantizers in — scaled down for CPUs:
+
+    encoder: conv_in -> [num_res_blocks x ResidualBlock -> stride-2 conv] x num_downsamples
+             -> num_res_blocks x ResidualBlock -> GroupNorm, SiLU -> 1x1 conv to latent_dim
+    decoder: 1x1 conv from latent_dim -> num_res_blocks x ResidualBlock
+             -> [nearest 2x upsample + conv -> num_res_blocks x ResidualBlock] x num_downsamples
+             -> GroupNorm, SiLU -> conv_out
+
+One width at every resolution (VQGAN multiplies channels per level; one knob is enough at 32 px and keeps
+the cost per level predictable). The 1x1 projections make latent_dim and codebook size independent of
+the backbone, so a comparison changes only the quantizer.
+
+Images enter in [0, 1] and are centred to [-1, 1] inside the encoder (VQGAN's input range). The decoder's
+output is linear, not squashed by a sigmoid: a sigmoid's gradient vanishes on saturated pixels, which
+slows short CPU budgets; reconstructions are clamped to [0, 1] only for the evaluation metrics.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from quantizers.base import Quantizer, QuantizerOutput, check_int
+
+
+class NonFiniteLatentError(FloatingPointError):
+    """The encoder produced NaN or infinite latents (training diverged before the quantizer ran)."""
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    # VQGAN uses 32 groups; the gcd keeps any width valid (a width of 48 gets 16 groups).
+    return nn.GroupNorm(num_groups=math.gcd(32, channels), num_channels=channels, eps=1e-6)
+
+
+class ResidualBlock(nn.Module):
+    """x + conv(SiLU(GroupNorm(conv(SiLU(GroupNorm(x)))))), channel count unchanged (VQGAN's ResnetBlock)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.block = nn.Sequential(
+            group_norm(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+            group_norm(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.block(x)
+
+
+class Encoder(nn.Module):
+    """Images ``(B, C, H, W)`` in [0, 1] -> latents ``(B, latent_dim, H / 2^n, W / 2^n)``."""
+
+    def __init__(self, in_channels: int, width: int, num_res_blocks: int, num_downsamples: int,
+                 latent_dim: int):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1)]
+        for _ in range(num_downsamples):
+            layers += [ResidualBlock(width) for _ in range(num_res_blocks)]
+            layers.append(nn.Conv2d(width, width, 3, stride=2, padding=1))
+        layers += [ResidualBlock(width) for _ in range(num_res_blocks)]
+        layers += [group_norm(width), nn.SiLU(), nn.Conv2d(width, latent_dim, 1)]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.layers(images * 2.0 - 1.0)
+
+
+class Decoder(nn.Module):
+    """Latents ``(B, latent_dim, h, w)`` -> images ``(B, C, h·2^n, w·2^n)`` in [0, 1] space (unclamped)."""
+
+    def __init__(self, out_channels: int, width: int, num_res_blocks: int, num_downsamples: int,
+                 latent_dim: int):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(latent_dim, width, 1)]
+        layers += [ResidualBlock(width) for _ in range(num_res_blocks)]
+        for _ in range(num_downsamples):
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(width, width, 3, padding=1)]
+            layers += [ResidualBlock(width) for _ in range(num_res_blocks)]
+        layers += [group_norm(width), nn.SiLU(), nn.Conv2d(width, out_channels, 3, padding=1)]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, latents: Tensor) -> Tensor:
+        # The network predicts in [-1, 1] like the encoder's input; map back to image space.
+        return (self.layers(latents) + 1.0) / 2.0
+
+
+@dataclass
+class AutoencoderOutput:
+    """reconstruction ``(B, C, H, W)``; quantizer: the quantizer's result on the tokens; latents: the
+    encoder's output as tokens ``(B, h·w, latent_dim)`` (what the latent effective-rank probe reads)."""
+
+    reconstruction: Tensor
+    quantizer: QuantizerOutput
+    latents: Tensor
+
+
+def to_tokens(latents: Tensor) -> Tensor:
+    """``(B, d, h, w)`` -> ``(B, h·w, d)``: one token per latent position, the quantizer's layout."""
+    return latents.flatten(2).transpose(1, 2)
+
+
+def from_tokens(tokens: Tensor, height: int, width: int) -> Tensor:
+    """``(B, h·w, d)`` -> ``(B, d, h, w)``, the inverse of :func:`to_tokens`."""
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], height, width)
+
+
+class VQAutoencoder(nn.Module):
+    """Encoder -> quantizer on ``(B, h·w, latent_dim)`` tokens -> decoder."""
+
+    def __init__(self, encoder: Encoder, quantizer: Quantizer, decoder: Decoder):
+        super().__init__()
+        self.encoder = encoder
+        self.quantizer = quantizer
+        self.decoder = decoder
+
+    def forward(self, images: Tensor) -> AutoencoderOutput:
+        latents = self.encoder(images)
+        height, width = latents.shape[-2:]
+        tokens = to_tokens(latents)
+        if not torch.isfinite(tokens).all():
+            # Raised here rather than as the quantizer's ValueError: non-finite latents mean training
+            # diverged, which the trainer reports as a non-finite loss, not as bad input.
+            raise NonFiniteLatentError("the encoder output contains NaN or infinite values")
+        quantized = self.quantizer(tokens)
+        reconstruction = self.decoder(from_tokens(quantized.quantized, height, width))
+        return AutoencoderOutput(reconstruction=reconstruction, quantizer=quantized, latents=tokens)
+
+
+def build_backbone(*, channels: int, width: int, num_res_blocks: int, num_downsamples: int,
+                   latent_dim: int) -> tuple[Encoder, Decoder]:
+    """The encoder and decoder for ``channels``-channel images; validates the sizes first."""
+    check_int("channels", channels, minimum=1)
+    check_int("width", width, minimum=1)
+    check_int("num_res_blocks", num_res_blocks, minimum=0)
+    check_int("num_downsamples", num_downsamples, minimum=0)
+    check_int("latent_dim", latent_dim, minimum=1)
+    encoder = Encoder(channels, width, num_res_blocks, num_downsamples, latent_dim)
+    decoder = Decoder(channels, width, num_res_blocks, num_downsamples, latent_dim)
+    return encoder, decoder

@@ -1,0 +1,77 @@
+"""The autoencoder: shapes, token layout, and the bit-identical backbone every quantizer starts from."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import quantizers
+from benchmark.config import TrainConfig
+from benchmark.model import NonFiniteLatentError, build_backbone, from_tokens, to_tokens
+from benchmark.train import build_model
+
+TINY = dict(codebook_size=64, latent_dim=8, image_size=16, width=16, num_res_blocks=1, num_downsamples=2)
+
+
+def backbone_state(model) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in model.state_dict().items() if not k.startswith("quantizer.")}
+
+
+def test_forward_shapes_and_tokens(rng):
+    model = build_model(TrainConfig(quantizer="vq", **TINY), channels=3)
+    images = torch.rand(4, 3, 16, 16, generator=rng)
+    output = model(images)
+    assert output.reconstruction.shape == (4, 3, 16, 16)
+    assert output.latents.shape == (4, 16, 8)            # 16 px / 2^2 = 4x4 tokens of dim 8
+    assert output.quantizer.indices.shape == (4, 16)
+    assert output.quantizer.quantized.shape == (4, 16, 8)
+    output.reconstruction.mean().backward()               # gradients reach the encoder (straight-through)
+    assert model.encoder.layers[0].weight.grad.abs().sum() > 0
+
+
+def test_tokens_round_trip_keeps_positions(rng):
+    latents = torch.randn(2, 5, 3, 4, generator=rng)
+    tokens = to_tokens(latents)
+    assert tokens.shape == (2, 12, 5)
+    assert torch.equal(tokens[1, 1 * 4 + 2], latents[1, :, 1, 2])  # token index = row * width + column
+    assert torch.equal(from_tokens(tokens, 3, 4), latents)
+
+
+def test_grayscale_and_no_downsampling():
+    model = build_model(TrainConfig(quantizer="vq", **{**TINY, "num_downsamples": 0, "image_size": 8}),
+                        channels=1)
+    output = model(torch.rand(2, 1, 8, 8))
+    assert output.reconstruction.shape == (2, 1, 8, 8)
+    assert output.latents.shape == (2, 64, 8)
+
+
+def test_every_quantizer_starts_from_the_bit_identical_backbone():
+    states = {name: backbone_state(build_model(TrainConfig(quantizer=name, seed=3, **TINY), channels=3))
+              for name in quantizers.available()}
+    reference = states["vq"]
+    for name, state in states.items():
+        assert state.keys() == reference.keys()
+        for key in reference:
+            assert torch.equal(state[key], reference[key]), f"{name}: {key} differs from vq's"
+    other_seed = backbone_state(build_model(TrainConfig(quantizer="vq", seed=4, **TINY), channels=3))
+    assert not torch.equal(other_seed["encoder.layers.0.weight"], reference["encoder.layers.0.weight"])
+
+
+def test_building_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    build_model(TrainConfig(quantizer="simvq", **TINY), channels=3)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_non_finite_latents_raise_a_clear_error():
+    model = build_model(TrainConfig(quantizer="vq", **TINY), channels=3)
+    with pytest.raises(NonFiniteLatentError, match="NaN or infinite"):
+        model(torch.full((1, 3, 16, 16), float("nan")))
+
+
+@pytest.mark.parametrize("field,value", [("width", 0), ("num_res_blocks", -1), ("latent_dim", 0)])
+def test_backbone_rejects_bad_sizes(field, value):
+    sizes = dict(channels=3, width=8, num_res_blocks=1, num_downsamples=1, latent_dim=4)
+    with pytest.raises(ValueError, match=field):
+        build_backbone(**{**sizes, field: value})
