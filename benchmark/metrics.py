@@ -193,8 +193,9 @@ def gradient_coverage(quantizer: Quantizer) -> float | None:
     gradient this step.
 
     Returns None where the probe does not apply: the quantizer does not learn its codebook by gradient
-    (``learns_codebook_by_gradient`` False: EMA-VQ, whose update the trainer probes with
-    :func:`moved_fraction`; FSQ/LFQ fixed grids), has no codebook, or no parameter holds a gradient.
+    (``learns_codebook_by_gradient`` False: EMA-VQ, whose forward pass moves exactly the codes assigned
+    in the batch, which the trainer logs instead; FSQ/LFQ fixed grids), has no codebook, or no parameter
+    holds a gradient.
     """
     if not isinstance(quantizer, Quantizer):
         raise ValueError(f"quantizer must be a quantizers.Quantizer; got {type(quantizer).__name__}")
@@ -225,11 +226,10 @@ def moved_fraction(before: Tensor, after: Tensor, rtol: float = 0.0) -> float:
     """Fraction of rows of a ``(K, d)`` codebook that changed between ``before`` and ``after``.
 
     A row k counts as moved when ``||after_k − before_k|| > rtol · ||before_k||``; the default rtol = 0
-    counts any change. The trainer uses it for codebooks updated outside the optimizer (EMA-VQ), where
-    :func:`gradient_coverage` does not apply. For EMA-VQ pass a small rtol such as 1e-6: its Laplace
+    counts any change. For EMA-VQ pass a small rtol such as 1e-6: its Laplace
     smoothing (VQ-VAE App. A.1) rescales *every* row by a data-free global factor each update (relative
     size below 1e-6 in early training, measured), so rtol = 0 reports 1.0 while rtol = 1e-6 reports the
-    rows that received tokens.
+    rows that received tokens; this is why the trainer's EMA probe is the batch's assigned fraction.
     """
     rtol = check_float("rtol", rtol, minimum=0.0)
     for name, t in (("before", before), ("after", after)):

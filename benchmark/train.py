@@ -41,12 +41,6 @@ DATASET_SEED = 0
 #: from the backbone's (all three derive from config.seed).
 QUANTIZER_SEED_OFFSET = 1_000_003
 DATA_ORDER_SEED_OFFSET = 2_000_003
-#: A code counts as moved by an EMA update when it moves by more than this fraction of its length. EMA-VQ's
-#: Laplace smoothing rescales *every* code a little each step (by about 0.01·eps/N_k for an unused code
-#: k), so "any change" would report 1.0. Measured on a 256-code EMA run, the codes moving by more than
-#: 1e-4 were exactly the codes assigned in the batch over the first 300 steps; a code unused for ~700+
-#: steps (N_k < 1e-3) drifts past it, so long runs over-count long-dead EMA codes.
-EMA_MOVE_RTOL = 1e-4
 #: Test images shown in the reconstruction grid (originals above reconstructions), and their upscaling
 #: so 32 px images are visible in the MLflow UI.
 GRID_IMAGES = 8
@@ -135,7 +129,7 @@ def train(config: TrainConfig, *, tracking: RunTracking | None = None,
 
     from benchmark.data import load_dataset
     from benchmark.device import resolve_device
-    from benchmark.metrics import CodeUsageWindow, effective_rank, gradient_coverage
+    from benchmark.metrics import CodeUsageWindow, code_counts, effective_rank, gradient_coverage, utilization
 
     # ---- validate and set up everything that can fail cheaply, before any compute
     config.validate()
@@ -187,19 +181,16 @@ def train(config: TrainConfig, *, tracking: RunTracking | None = None,
                 group["lr"] = lr
             images = to_float_images(train_images[next(batches)], device)
             probe = step == 1 or step % config.probe_every == 0
-            codebook_before = None
-            if probe and not quantizer.learns_codebook_by_gradient:
-                codebook_before = current_codebook(quantizer)  # to see what the forward itself moves
-
             try:
                 output = model(images)
             except FloatingPointError as error:  # NonFiniteLatentError: the encoder already diverged
                 raise NonFiniteLossError(step, math.nan, str(error)) from error
             probes: dict[str, float] = {}
-            if codebook_before is not None:
-                moved = forward_moved_fraction(codebook_before, current_codebook(quantizer))
-                if moved is not None:
-                    probes[keys.PROBE_GRADIENT_COVERAGE] = moved
+            if probe and quantizer.learns_codebook_by_averages:
+                # EMA-VQ: this forward pulled exactly the assigned codes toward data. (Its decay and
+                # Laplace smoothing also rescale every code slightly each step; that is not data.)
+                probes[keys.PROBE_GRADIENT_COVERAGE] = utilization(
+                    code_counts(output.quantizer.indices, codebook_size))
             recon_loss = F.mse_loss(output.reconstruction, images)
             loss = recon_loss + output.quantizer.loss
             if not torch.isfinite(loss):
@@ -259,24 +250,6 @@ def train(config: TrainConfig, *, tracking: RunTracking | None = None,
         run.log_figure(usage_histogram(evaluation.counts, run_name), "code_usage.png")
         result = TrainResult(run_id=run.run_id, metrics={**latest, **final})
     return result
-
-
-@torch.no_grad()
-def current_codebook(quantizer) -> torch.Tensor | None:
-    """A detached copy of the effective codebook (EMA updates its buffer in place), or None."""
-    codebook = quantizer.codebook()
-    return None if codebook is None else codebook.detach().clone()
-
-
-def forward_moved_fraction(before: torch.Tensor, after: torch.Tensor) -> float | None:
-    """The coverage probe for codebooks that the forward pass itself updates (EMA-VQ): the fraction of
-    codes that moved by more than EMA_MOVE_RTOL of their length. None when the forward moved nothing
-    (a fixed grid: FSQ, LFQ), where the probe does not apply."""
-    from benchmark.metrics import moved_fraction
-
-    if torch.equal(before, after):
-        return None
-    return moved_fraction(before, after, rtol=EMA_MOVE_RTOL)
 
 
 # ----------------------------------------------------------------------------- evaluation

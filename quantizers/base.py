@@ -40,6 +40,9 @@ class Quantizer(nn.Module):
     #: True when codes move through the optimizer's gradients (VQ, SimVQ); False for EMA updates or
     #: fixed grids (FSQ, LFQ). The gradient-coverage probe reads it.
     learns_codebook_by_gradient: bool = False
+    #: True when the forward pass itself moves the codes toward the tokens assigned to them (EMA-VQ).
+    #: The codes such a step pulls toward data are exactly the codes assigned in the batch.
+    learns_codebook_by_averages: bool = False
 
     def __init__(self, dim: int, codebook_size: int):
         super().__init__()

@@ -33,6 +33,7 @@ class EMAVectorQuantizer(Quantizer):
     """Codebook updated by EMA of assignment counts and sums (VQ-VAE App. A.1); commitment loss only."""
 
     learns_codebook_by_gradient = False
+    learns_codebook_by_averages = True
 
     def __init__(self, dim: int, codebook_size: int, beta: float = 0.25, decay: float = 0.99,
                  eps: float = 1e-5, init: str = "uniform"):

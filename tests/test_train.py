@@ -71,9 +71,10 @@ def test_a_seed_reproduces_the_trial_exactly_on_cpu():
     assert first.metrics[keys.PROBE_GRADIENT_COVERAGE] == 1.0  # SimVQ: W moves every code
 
 
-def test_ema_probe_reports_the_moved_fraction_and_fsq_has_none():
+def test_ema_probe_reports_the_assigned_fraction_and_fsq_has_none():
     ema = train(TrainConfig(quantizer="ema", steps=10, **TINY), progress=False)
     assert 0 < ema.metrics[keys.PROBE_GRADIENT_COVERAGE] < 1
+    # the probe is logged at step 1 and every probe_every steps; at step 1 it equals that batch's usage
     fsq = train(TrainConfig(quantizer="fsq", steps=5, **{**TINY, "codebook_size": 60}), progress=False)
     assert keys.PROBE_GRADIENT_COVERAGE not in fsq.metrics  # a fixed grid: the probe does not apply
     assert keys.PROBE_CODEBOOK_RANK in fsq.metrics
