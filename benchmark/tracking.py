@@ -242,7 +242,7 @@ class TrialRun:
         if exc_type is None:
             self.end("FINISHED")
         else:
-            status = "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+            status = "KILLED" if issubclass(exc_type, (KeyboardInterrupt, SystemExit)) else "FAILED"  # Tune stops trials with SystemExit
             try:
                 self.end(status, failure=f"{exc_type.__name__}: {exc}")
             except Exception:  # never hide the training error behind a logging error

@@ -1,0 +1,152 @@
+"""Run a Ray Tune sweep over quantizers x codebook sizes x latent dims x seeds, one identical budget
+per trial, every trial a child run of one MLflow parent run.
+
+examples:
+  vqbench sweep --preset quick                 # 5 quantizers x 4 codebook sizes, <= 10 min on 2 CPU cores
+  vqbench sweep --preset paper --dry-run       # the paper-scale grid: print the trials and the budget
+  vqbench sweep --quantizers vq,simvq --codebook-sizes 2^10,2^14 --latent-dims 8,64 --seeds 0,1,2
+  vqbench sweep --config my_sweep.yaml         # a YAML/TOML sweep file (see sweeps/sweep_file.py)
+  vqbench sweep --resume quick-20261105-143000 # continue an interrupted sweep; finished trials are kept
+
+Flags override a sweep file, which overrides its preset (default quick). FSQ and LFQ take their own
+latent dims (len(levels), log2 K); combinations they cannot run are skipped with the reason printed.
+"""
+from __future__ import annotations
+
+import argparse
+
+# Budget flags: (flag, TrainConfig field, type, help)
+BUDGET_FLAGS = [
+    ("--steps", "steps", int, "optimizer steps per trial"),
+    ("--batch-size", "batch_size", int, "images per step"),
+    ("--lr", "lr", float, "AdamW learning rate"),
+    ("--dataset", "dataset", str, "photos | fashion-mnist | cifar10 | folder"),
+    ("--data-dir", "data_dir", str, "data directory (fashion-mnist, cifar10, folder)"),
+    ("--image-size", "image_size", int, "image side in pixels"),
+    ("--width", "width", int, "backbone channels at full resolution"),
+    ("--eval-samples", "eval_samples", int, "test images for utilization, PSNR, SSIM"),
+    ("--fid-samples", "fid_samples", int, "test images for rFID/rKID (0 disables them)"),
+    ("--device", "device", str, "auto | cpu | cuda | cuda:N"),
+]
+GRID_FLAGS = ("preset", "config", "quantizers", "codebook_sizes", "latent_dims", "seeds", "set", "name",
+              "experiment", "dry_run") + tuple(field for _, field, _, _ in BUDGET_FLAGS)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    what = parser.add_argument_group("what to sweep")
+    what.add_argument("--preset", choices=["quick", "paper"], help="start from a named sweep (default quick)")
+    what.add_argument("--config", metavar="FILE", help="a .yaml/.toml sweep file")
+    what.add_argument("--quantizers", help="comma-separated quantizer names, e.g. vq,simvq")
+    what.add_argument("--codebook-sizes", help="comma-separated sizes, 2^k allowed, e.g. 2^10,2^14")
+    what.add_argument("--latent-dims", help="comma-separated latent dims (FSQ/LFQ use their own)")
+    what.add_argument("--seeds", help="comma-separated seeds")
+    budget = parser.add_argument_group("budget (identical for every trial)")
+    for flag, field, kind, help_text in BUDGET_FLAGS:
+        budget.add_argument(flag, dest=field, type=kind, help=help_text)
+    budget.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="any other TrainConfig field, e.g. --set num_res_blocks=2 (repeatable)")
+    run = parser.add_argument_group("where and how to run")
+    run.add_argument("--name", help="the sweep's name (MLflow parent run, Tune directory); default "
+                                    "<preset>-<date>-<time>")
+    run.add_argument("--experiment", help="MLflow experiment (default vqbench-<preset>)")
+    run.add_argument("--resume", metavar="NAME", help="continue the interrupted sweep NAME")
+    run.add_argument("--dry-run", action="store_true", help="print the trials and budget; train nothing")
+    run.add_argument("--storage-path", default="./vqbench_runs", help="Ray Tune results (default ./vqbench_runs)")
+    run.add_argument("--address", help="join this Ray cluster (e.g. auto or ray://host:10001) instead of "
+                                       "starting a local one")
+    run.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all); one trial per CPU")
+    run.add_argument("--gpus-per-trial", type=float,
+                     help="GPU share per trial (default: 0 without GPUs, else GPUs / CPUs)")
+    run.add_argument("--max-failures", type=int, default=2,
+                     help="retries of a trial that raises (default 2; a NaN loss is never retried)")
+    run.add_argument("--tracking-uri", help="MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    run.add_argument("--no-system-metrics", action="store_true", help="don't log CPU/GPU/memory per trial")
+    run.add_argument("--quiet", action="store_true", help="no Ray Tune status output, only the summary")
+
+
+def build_grid(args: argparse.Namespace):
+    """(grid, preset, name, experiment) from a preset, a sweep file and flags, in that order."""
+    from .grid import override_grid, parse_int_list
+    from .presets import get_preset
+    from .sweep_file import load_sweep_file
+
+    sweep_file = load_sweep_file(args.config) if args.config else None
+    preset = args.preset or (sweep_file.preset if sweep_file else None)
+    customised = sweep_file is not None or args.set or any(
+        getattr(args, name) is not None for name in ("quantizers", "codebook_sizes", "latent_dims", "seeds")
+    ) or any(getattr(args, field) is not None for _, field, _, _ in BUDGET_FLAGS)
+    if preset is None and not customised:
+        preset = "quick"  # plain `vqbench sweep` is the quick preset
+    grid = get_preset(preset or "quick")
+    if sweep_file is not None:
+        grid = override_grid(grid, quantizers=sweep_file.quantizers, codebook_sizes=sweep_file.codebook_sizes,
+                             latent_dims=sweep_file.latent_dims, seeds=sweep_file.seeds,
+                             budget=sweep_file.budget, quantizer_options=sweep_file.quantizer_options)
+    budget = {field: getattr(args, field) for _, field, _, _ in BUDGET_FLAGS if getattr(args, field) is not None}
+    budget.update(parse_assignments(args.set))
+    grid = override_grid(
+        grid,
+        quantizers=[q.strip() for q in args.quantizers.split(",") if q.strip()] if args.quantizers else None,
+        codebook_sizes=parse_int_list("--codebook-sizes", args.codebook_sizes) if args.codebook_sizes else None,
+        latent_dims=parse_int_list("--latent-dims", args.latent_dims) if args.latent_dims else None,
+        seeds=parse_int_list("--seeds", args.seeds) if args.seeds else None,
+        budget=budget,
+    )
+    name = args.name or (sweep_file.name if sweep_file else None)
+    experiment = args.experiment or (sweep_file.experiment if sweep_file else None)
+    return grid, preset, name, experiment
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, object]:
+    """``["steps=10", "data_dir=null"]`` -> ``{"steps": 10, "data_dir": None}`` (values read as YAML)."""
+    import yaml
+
+    values = {}
+    for assignment in assignments:
+        field, sep, text = assignment.partition("=")
+        if not sep or not field.strip():
+            raise ValueError(f"--set takes FIELD=VALUE; got {assignment!r}")
+        values[field.strip()] = yaml.safe_load(text) if text.strip() else None
+    return values
+
+
+def run(args: argparse.Namespace) -> int:
+    from .launch import SweepSettings, default_experiment, default_sweep_name, resume_sweep, start_sweep
+    from .report import dry_run_text, skipped_lines, summary_table
+
+    settings = SweepSettings(storage_path=args.storage_path, address=args.address, num_cpus=args.num_cpus,
+                             gpus_per_trial=args.gpus_per_trial, max_failures=args.max_failures,
+                             tracking_uri=args.tracking_uri, log_system_metrics=not args.no_system_metrics,
+                             verbose=0 if args.quiet else 1)
+    if args.resume:
+        given = [f for f in GRID_FLAGS if getattr(args, f, None) not in (None, False, [])]
+        if given:
+            raise ValueError(f"--resume runs the grid stored with the sweep; drop {', '.join('--' + f.replace('_', '-') for f in given)}")
+        print(f"resuming sweep {args.resume} from {args.storage_path}")
+        outcome = resume_sweep(args.resume, settings)
+        print("Ray Tune restored its experiment state" if outcome.tune_restored else
+              "no Ray Tune state to restore: every trial was checked against MLflow")
+    else:
+        from .grid import expand_grid
+
+        grid, preset, name, experiment = build_grid(args)
+        expansion = expand_grid(grid)
+        name = name or default_sweep_name(preset)
+        if args.dry_run:
+            print(dry_run_text(name, preset, grid, expansion))
+            return 0
+        for line in skipped_lines(expansion):
+            print(line)
+        experiment = experiment or default_experiment(preset)
+        print(f"sweep {name}: {len(expansion.trials)} trials -> MLflow experiment {experiment!r}, Tune results "
+              f"in {args.storage_path}/{name}; if interrupted: vqbench sweep --resume {name}")
+        outcome = start_sweep(grid, name=name, preset=preset, experiment=experiment, settings=settings)
+    print()
+    print(summary_table(outcome.outcomes))
+    print(f"\nsweep {outcome.name}: parent run {outcome.parent_run_id} {outcome.parent_status} in experiment "
+          f"{outcome.experiment!r} after {outcome.wall_time_s:.0f} s; "
+          + ", ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items())))
+    if outcome.parent_status != "FINISHED":
+        print(f"interrupted: continue with  vqbench sweep --resume {outcome.name} --storage-path {args.storage_path}")
+        return 130
+    return 1 if outcome.counts.get("FAILED") else 0

@@ -1,0 +1,108 @@
+"""The sweep's side of MLflow: the tracking URI, the experiment, the parent run, and the child runs of
+one trial (found by its ``trial_key`` tag) so that a resumed sweep neither reruns nor duplicates them.
+
+The trainer writes each trial's run (``benchmark.tracking.RunTracking(parent_run_id=...)``); this module
+only creates the parent, looks runs up, and retires leftovers of killed attempts.
+"""
+from __future__ import annotations
+
+from benchmark import keys
+
+KIND_SWEEP = "sweep"
+KIND_TRIAL = "trial"
+PARENT_RUN_TAG = "mlflow.parentRunId"   # MLflow's own tag on child runs
+DESCRIPTION_TAG = "mlflow.note.content"  # MLflow's own tag: the run description shown in the UI
+TERMINAL = ("FINISHED", "FAILED", "KILLED")
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """The one store every process of the sweep shares, as an absolute URI (Ray workers run in other
+    directories, so a relative SQLite path would point each at a different file)."""
+    from benchmark.tracking import resolve_tracking_uri as resolve
+
+    return resolve(uri)
+
+
+def client_for(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(client, name: str) -> str:
+    """The id of experiment ``name``, created here on the driver before any trial starts (Ray workers
+    creating it concurrently race each other)."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return client.create_experiment(name)
+    if experiment.lifecycle_stage == "deleted":
+        raise ValueError(f"experiment {name!r} is deleted in this MLflow store; restore it "
+                         f"(mlflow experiments restore) or choose another --experiment")
+    return experiment.experiment_id
+
+
+def create_parent_run(client, experiment_id: str, *, name: str, preset: str | None,
+                      params: dict[str, object], description: str, tags: dict[str, str]) -> str:
+    """Create the sweep's parent run (RUNNING) and return its id."""
+    from mlflow.entities import Param
+
+    all_tags = {keys.TAG_KIND: KIND_SWEEP, keys.TAG_SWEEP: name, DESCRIPTION_TAG: description, **tags}
+    if preset:
+        all_tags[keys.TAG_PRESET] = preset
+    run = client.create_run(experiment_id, run_name=name, tags=all_tags)
+    items = [Param(k, str(v)) for k, v in params.items()]
+    for start in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+        client.log_batch(run.info.run_id, params=items[start:start + 100])
+    return run.info.run_id
+
+
+def reopen_parent_run(client, run_id: str) -> None:
+    """Mark a resumed sweep's parent RUNNING again (it was FINISHED/KILLED/FAILED, or RUNNING if killed)."""
+    run = client.get_run(run_id)
+    if run.info.lifecycle_stage == "deleted":
+        raise ValueError(f"the sweep's parent run {run_id} is deleted in MLflow; restore it or start a new sweep")
+    client.update_run(run_id, status="RUNNING")
+
+
+def set_description(client, run_id: str, description: str) -> None:
+    client.set_tag(run_id, DESCRIPTION_TAG, description)
+
+
+def child_runs(client, experiment_id: str, parent_run_id: str, trial_key: str | None = None,
+               *, statuses: tuple[str, ...] | None = None) -> list:
+    """Active (not deleted) child runs of the parent, optionally of one trial key or statuses; oldest first."""
+    from mlflow.entities import ViewType
+
+    filters = [f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'"]
+    if trial_key is not None:
+        filters.append(f"tags.`{keys.TAG_TRIAL_KEY}` = '{trial_key}'")
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=" and ".join(filters),
+                                  run_view_type=ViewType.ACTIVE_ONLY, max_results=1000,
+                                  order_by=["attributes.start_time ASC"], page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    if statuses is not None:
+        runs = [r for r in runs if r.info.status in statuses]
+    return runs
+
+
+def retire_run(client, run) -> None:
+    """Remove a leftover of an earlier attempt: a terminal status first (never left RUNNING, even among
+    deleted runs), then deleted so the trial keeps exactly one visible run."""
+    if run.info.status not in TERMINAL:
+        client.set_terminated(run.info.run_id, status="KILLED")
+    client.delete_run(run.info.run_id)
+
+
+def kill_orphaned_children(client, experiment_id: str, parent_run_id: str) -> list[str]:
+    """Set KILLED on child runs still RUNNING after Tune stopped (an interrupted sweep); their trials
+    are rerun on resume. Returns the run ids changed."""
+    changed = []
+    for run in child_runs(client, experiment_id, parent_run_id, statuses=("RUNNING", "SCHEDULED")):
+        client.set_terminated(run.info.run_id, status="KILLED")
+        changed.append(run.info.run_id)
+    return changed
