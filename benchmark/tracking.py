@@ -92,21 +92,32 @@ def git_commit(directory: str | Path | None = None) -> str | None:
     return f"{commit}-dirty" if status else commit or None
 
 
+#: MLflow 3's experiment-type tag; "custom_model_development" makes the UI show training runs first.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 def experiment_id(client, name: str) -> str:
     """The id of experiment ``name``, created (at the store's default artifact location) if missing.
-    Tolerates another process creating it at the same moment (parallel sweep trials)."""
+
+    Tolerates another process creating it at the same moment (parallel sweep trials). A new experiment
+    is tagged as model training, so the MLflow 3 UI opens it on its runs table rather than the GenAI
+    overview. A deleted experiment of that name is an error: MLflow cannot log to it.
+    """
     from mlflow.exceptions import MlflowException
 
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(name)
-    except MlflowException:
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
+    if experiment is None:
+        try:
+            return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        except MlflowException:
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        raise ValueError(f"experiment {name!r} is deleted in this MLflow store; restore it "
+                         f"(mlflow experiments restore) or choose another experiment name")
+    return experiment.experiment_id
 
 
 def dataset_source(source: str) -> tuple[str, str]:
@@ -263,7 +274,9 @@ def start_system_metrics(run_id: str, tracking_uri: str):
     try:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-        monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S,
+        # MLflow's own variable overrides vqbench's default interval, as it does for mlflow.start_run
+        interval = float(os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", SYSTEM_METRICS_INTERVAL_S))
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=interval,
                                        tracking_uri=tracking_uri)
         monitor.start()
         return monitor

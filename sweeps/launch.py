@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from benchmark import keys
+from benchmark import keys, tracking
 
 from . import mlflow_runs
 from .grid import Expansion, SweepGrid, expand_grid
@@ -130,7 +130,7 @@ def start_sweep(grid: SweepGrid, *, name: str, preset: str | None = None, experi
     experiment = experiment or default_experiment(preset)
     uri = mlflow_runs.resolve_tracking_uri(settings.tracking_uri)
     client = mlflow_runs.client_for(uri)
-    experiment_id = mlflow_runs.ensure_experiment(client, experiment)
+    experiment_id = tracking.experiment_id(client, experiment)  # on the driver, before any trial
     parent_run_id = mlflow_runs.create_parent_run(
         client, experiment_id, name=name, preset=preset, params=parent_params(grid, expansion),
         description=description_markdown(name, preset, grid, expansion), tags=software_versions())
@@ -172,8 +172,6 @@ def _check_settings(settings: SweepSettings) -> None:
 
 def software_versions() -> dict[str, str]:
     """The parent run's provenance tags: package versions and git commit, named as on trial runs."""
-    from benchmark import tracking
-
     tags = {keys.TAG_VERSION_PREFIX + package: version
             for package, version in tracking.package_versions().items()}
     commit = tracking.git_commit()

@@ -29,18 +29,6 @@ def client_for(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
-def ensure_experiment(client, name: str) -> str:
-    """The id of experiment ``name``, created here on the driver before any trial starts (Ray workers
-    creating it concurrently race each other)."""
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        return client.create_experiment(name)
-    if experiment.lifecycle_stage == "deleted":
-        raise ValueError(f"experiment {name!r} is deleted in this MLflow store; restore it "
-                         f"(mlflow experiments restore) or choose another --experiment")
-    return experiment.experiment_id
-
-
 def create_parent_run(client, experiment_id: str, *, name: str, preset: str | None,
                       params: dict[str, object], description: str, tags: dict[str, str]) -> str:
     """Create the sweep's parent run (RUNNING) and return its id."""
