@@ -1,6 +1,6 @@
 """The statistics behind vqbench's verdicts (scipy), each a plain function over a runs DataFrame.
 
-They test the SimVQ paper's claims (Li et al. 2024, arXiv 2411.02038): vanilla VQ's utilization falls as
+They test the SimVQ paper's claims (Zhu et al. 2024, arXiv 2411.02038): vanilla VQ's utilization falls as
 the codebook grows (Sec. 3, "representation collapse"); reparameterizing the codebook as C·W keeps it
 high (Sec. 4); the mechanism is that VQ's loss only moves the selected codes (disjoint optimization), so
 the fraction of codes a step moves (gradient coverage) should go with utilization.

@@ -34,12 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:  # TEMPORARY while the command modules are being written
-            if error.name != module_name:
-                raise
-            continue
+        module = importlib.import_module(module_name)
         sub = subparsers.add_parser(
             name, help=help_text, description=(module.__doc__ or help_text).strip(),
             formatter_class=argparse.RawDescriptionHelpFormatter,

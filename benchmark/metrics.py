@@ -5,7 +5,7 @@ ever selected. :func:`utilization` is the fraction of the K codes used at least 
 is ``exp`` of the entropy of the usage distribution (K for uniform use, 1 when one code takes every
 token). :class:`CodeUsageWindow` tracks both over a sliding window of training steps, plus dead codes.
 
-Collapse-theory probes (Li et al. 2024, arXiv 2411.02038, Sec. 3): vanilla VQ updates only the code
+Collapse-theory probes (Zhu et al. 2024, arXiv 2411.02038, Sec. 3): vanilla VQ updates only the code
 vectors the nearest-neighbour search selects (disjoint codebook optimization); SimVQ reparameterizes the
 codebook as C·W so every step moves every code. :func:`gradient_coverage` measures exactly that: the
 fraction of effective code vectors a gradient step would move. :func:`effective_rank` (Roy & Vetterli
@@ -180,7 +180,7 @@ class _EffectiveCodebook(nn.Module):
 
 def gradient_coverage(quantizer: Quantizer) -> float | None:
     """Fraction of effective code vectors that the current gradients would move: the collapse probe of
-    Li et al. 2024 (arXiv 2411.02038, Sec. 3).
+    Zhu et al. 2024 (arXiv 2411.02038, Sec. 3).
 
     Call after ``loss.backward()`` and before ``optimizer.step()``. With θ the quantizer's parameters
     that hold a ``.grad`` and ``q(θ) = quantizer.codebook()`` ``(K, d)``, the first-order change of the

@@ -1,6 +1,6 @@
 """VQ, EMA-VQ and SimVQ: the shared contract, and the collapse theory's mechanism after one step.
 
-Li et al. 2024 (SimVQ, arXiv 2411.02038) trace collapse to disjoint codebook optimization: a VQ step moves
+Zhu et al. 2024 (SimVQ, arXiv 2411.02038) trace collapse to disjoint codebook optimization: a VQ step moves
 only the selected codes. These tests check that mechanism on the real modules with a plain SGD step:
 VQ moves exactly the selected codes, SimVQ moves every effective code, EMA-VQ moves codes only through its
 running averages (no optimizer gradient) and only the assigned ones.
