@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .figures import FigureResult
-from .statistics import ALPHA, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, WILCOXON_MIN_PAIRS, Association
+from .statistics import ALPHA, EXACT_SPEARMAN_MAX_N, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, WILCOXON_MIN_PAIRS, Association
 from .tables import format_number, markdown_table, results_markdown
 
 
@@ -45,7 +45,8 @@ def _setup_lines(frame: pd.DataFrame) -> list[str]:
 def _trend_section(trends: pd.DataFrame) -> list[str]:
     lines = ["## Does utilization collapse as the codebook grows?", "",
              "Spearman ρ between test-set utilization and log2 K over every finished trial of each quantizer "
-             f"(all seeds and latent dims). Verdict \"collapses with size\" only when ρ < 0 and p < {ALPHA}.", ""]
+             f"(all seeds and latent dims). Verdict \"collapses with size\" only when ρ < 0 and p < {ALPHA}. "
+             f"p is exact (all pairings enumerated) up to {EXACT_SPEARMAN_MAX_N} trials, asymptotic above.", ""]
     if trends.empty:
         return lines + ["No quantizer has utilization at two or more codebook sizes.", ""]
     shown = trends.rename(columns={"n": "trials", "n_sizes": "sizes", "mean_at_smallest": "mean at smallest K",

@@ -17,6 +17,10 @@ import pandas as pd
 from scipy import stats
 
 ALPHA = 0.05
+#: Up to this many points the Spearman p-value is exact: all n! pairings are enumerated. SciPy's default
+#: t-approximation is only asymptotic: for n = 4 points with rho = -1 it reports p = 0, where the exact
+#: two-sided p is 2/24 = 0.083. Above this size, the approximation is used.
+EXACT_SPEARMAN_MAX_N = 9
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 9999
 BOOTSTRAP_SEED = 0          # fixed so that the report is the same every time it is regenerated
@@ -52,6 +56,26 @@ def summarize(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
 TREND_COLUMNS = ["quantizer", "n", "n_sizes", "mean_at_smallest", "mean_at_largest", "rho", "p", "verdict"]
 
 
+def spearman(x, y) -> tuple[float, float]:
+    """Spearman rho and its two-sided p-value: exact (every pairing of the ranks) for up to
+    EXACT_SPEARMAN_MAX_N points, SciPy's t-approximation above. Ties get average ranks, as in spearmanr."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    result = stats.spearmanr(x, y)
+    rho = float(result.statistic)
+    if len(x) > EXACT_SPEARMAN_MAX_N:
+        return rho, float(result.pvalue)
+    ranks_x, ranks_y = stats.rankdata(x), stats.rankdata(y)
+    centred_y = ranks_y - ranks_y.mean()
+    scale = math.sqrt(((ranks_x - ranks_x.mean()) ** 2).sum() * (centred_y ** 2).sum())
+
+    def rank_correlation(permuted_ranks_x, axis=-1):  # Pearson of ranks = Spearman
+        return ((permuted_ranks_x - ranks_x.mean()) * centred_y).sum(axis=axis) / scale
+
+    exact = stats.permutation_test((ranks_x,), rank_correlation, permutation_type="pairings",
+                                   vectorized=True, n_resamples=np.inf, alternative="two-sided")
+    return rho, float(exact.pvalue)
+
+
 def size_trends(frame: pd.DataFrame, metric: str = "utilization") -> pd.DataFrame:
     """Per quantizer: Spearman ρ of ``metric`` with log2 of the real codebook size over all its trials.
 
@@ -70,12 +94,15 @@ def size_trends(frame: pd.DataFrame, metric: str = "utilization") -> pd.DataFram
         elif np.ptp(values) == 0:
             verdict = f"no trend: {metric} is {values[0]:.4g} at every size"
         else:
-            result = stats.spearmanr(log2_size, values)
-            rho, p = float(result.statistic), float(result.pvalue)
+            rho, p = spearman(log2_size, values)
             if p < ALPHA:
                 verdict = "collapses with size" if rho < 0 else f"{metric} rises with size"
             else:
-                verdict = "no significant trend"
+                direction = "falls" if rho < 0 else "rises"
+                verdict = f"no significant trend ({metric} {direction} with size, p >= {ALPHA}"
+                if 2 / math.factorial(n) >= ALPHA:
+                    verdict += f"; {n} trials cannot reach p < {ALPHA}: add seeds"
+                verdict += ")"
         rows.append({"quantizer": quantizer, "n": n, "n_sizes": n_sizes,
                      "mean_at_smallest": float(values[log2_size == log2_size.min()].mean()),
                      "mean_at_largest": float(values[log2_size == log2_size.max()].mean()),
@@ -221,8 +248,7 @@ def coverage_predicts_utilization(frame: pd.DataFrame, coverage: str = "gradient
         return Association(n, math.nan, math.nan, f"insufficient data: {n} trials with gradient coverage")
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return Association(n, math.nan, math.nan, "no test: coverage or utilization is constant across trials")
-    result = stats.spearmanr(x, y)
-    rho, p = float(result.statistic), float(result.pvalue)
+    rho, p = spearman(x, y)
     if p >= ALPHA:
         verdict = "no significant association"
     elif rho > 0:

@@ -16,6 +16,8 @@ CHROMEDRIVER_CANDIDATES = ("chromedriver",)
 # The expander button of a parent run's name cell in MLflow 3's runs table.
 EXPANDER = "button[data-component-id*='runnamecellrenderer']"
 RUN_LINK_NAMES = "a[href*='/runs/'] span"
+#: Opens MLflow 3's pages in its "Model training" mode rather than the GenAI one.
+MODEL_TRAINING = "workflowType=machine_learning"
 
 
 def find_browser() -> tuple[str, str] | None:
@@ -60,7 +62,7 @@ def runs_page_names(driver, base_url: str, experiment_id: str, *, expand: bool =
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver.get(f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs")
+    driver.get(f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{MODEL_TRAINING}")
     wait = WebDriverWait(driver, timeout)
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, RUN_LINK_NAMES))
     if expand:

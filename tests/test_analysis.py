@@ -107,12 +107,36 @@ def test_size_trends_equal_spearman_on_the_logged_numbers(sweep_store):
         y = [final_utilization(quantizer, k, s) for k in SIZES for s in SEEDS]
         expected = stats.spearmanr(x, y)
         assert trends.loc[quantizer, "rho"] == pytest.approx(expected.statistic)
-        assert trends.loc[quantizer, "p"] == pytest.approx(expected.pvalue)
+        assert trends.loc[quantizer, "p"] == pytest.approx(exact_spearman_p(x, y))  # n = 9: exact
         assert trends.loc[quantizer, "n"] == 9
     assert trends.loc["vq", "verdict"] == "collapses with size"
     assert trends.loc["vq", "mean_at_largest"] == pytest.approx(np.mean([final_utilization("vq", 4096, s) for s in SEEDS]))
     # FSQ uses every code at every size: no test, and it must not be called a collapse
     assert np.isnan(trends.loc["fsq", "p"]) and "no trend" in trends.loc["fsq", "verdict"]
+
+
+def exact_spearman_p(x, y) -> float:
+    """Two-sided exact p by brute force: Spearman of every permutation of x against y."""
+    import itertools
+
+    observed = stats.spearmanr(x, y).statistic
+    ry = stats.rankdata(y)
+    perms = np.array(list(itertools.permutations(stats.rankdata(x))))
+    rho = np.array([np.corrcoef(row, ry)[0, 1] for row in perms]) if len(x) < 7 else (
+        ((perms - perms.mean(1, keepdims=True)) * (ry - ry.mean())).sum(1)
+        / np.sqrt(((perms - perms.mean(1, keepdims=True)) ** 2).sum(1) * ((ry - ry.mean()) ** 2).sum()))
+    tolerance = 1e-12
+    return min(1.0, 2 * min((rho <= observed + tolerance).mean(), (rho >= observed - tolerance).mean()))
+
+
+def test_four_sizes_with_a_perfect_fall_are_not_called_significant():
+    """SciPy's asymptotic p is 0 here; the exact p of rho = -1 from 4 points is 2/4! = 0.083."""
+    frame = pd.DataFrame({"quantizer": "vq", "codebook_size": [256, 1024, 4096, 16384],
+                          "utilization": [0.15, 0.04, 0.01, 0.003], "seed": 0})
+    row = st.size_trends(frame).iloc[0]
+    assert row["rho"] == pytest.approx(-1.0) and row["p"] == pytest.approx(2 / 24)
+    assert row["p"] == pytest.approx(exact_spearman_p(np.log2(frame["codebook_size"]), frame["utilization"]))
+    assert row["verdict"].startswith("no significant trend") and "add seeds" in row["verdict"]
 
 
 def test_simvq_comparisons_equal_scipy_on_the_logged_numbers(sweep_store):
