@@ -59,6 +59,19 @@ class SmallSampleFIDWarning(UserWarning):
 
 
 # ----------------------------------------------------------------------------- weights
+def save_atomically(obj, path: Path) -> None:
+    """torch.save to a temporary file beside ``path``, then rename: parallel trials never read half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def cache_dir() -> Path:
     """``$VQBENCH_CACHE`` if set, else ``~/.cache/vqbench``."""
     return Path(os.environ.get("VQBENCH_CACHE") or Path.home() / ".cache" / "vqbench")
@@ -146,15 +159,7 @@ def convert_fid_helper_weights(torchscript_path: str | Path, out_path: str | Pat
     if missing:
         raise ValueError(f"conversion left torch-fidelity keys unset: {missing[:5]}")
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(converted, tmp)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    save_atomically(converted, out_path)
     return out_path
 
 
@@ -275,15 +280,7 @@ def _reference_features(originals: Tensor, reference_name: str | None, weights_p
             features = None
     if features is None:
         features = inception_features(originals, weights=weights_path, device=device, batch_size=batch_size)
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_file.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(features, tmp)
-            os.replace(tmp, cache_file)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        save_atomically(features, cache_file)
     _REFERENCE_FEATURES[key] = features
     return features
 

@@ -57,6 +57,14 @@ class Quantizer(nn.Module):
         """Map indices ``(...)`` to the code vectors ``(..., dim)`` that :meth:`forward` emits."""
         raise NotImplementedError
 
+    def check_indices(self, indices: Tensor) -> None:
+        """Raise ValueError unless ``indices`` is an integer tensor with values in [0, codebook_size)."""
+        if not isinstance(indices, Tensor) or indices.dtype.is_floating_point or indices.dtype == torch.bool:
+            raise ValueError(f"indices must be an integer tensor; got {getattr(indices, 'dtype', type(indices))}")
+        if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
+            raise ValueError(f"indices must lie in [0, {self.codebook_size}); got range "
+                             f"[{int(indices.min())}, {int(indices.max())}]")
+
     def check_input(self, z: Tensor) -> None:
         """Raise ValueError for a wrong rank, a wrong last dim, or non-finite values."""
         if not isinstance(z, Tensor) or z.dim() != 3:

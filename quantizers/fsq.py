@@ -180,11 +180,7 @@ class FiniteScalarQuantizer(Quantizer):
         )
 
     def indices_to_codes(self, indices: Tensor) -> Tensor:
-        if not isinstance(indices, Tensor) or indices.dtype.is_floating_point or indices.dtype == torch.bool:
-            raise ValueError(f"indices must be an integer tensor; got {getattr(indices, 'dtype', type(indices))}")
-        if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
-            raise ValueError(f"indices must lie in [0, {self.codebook_size}); got range "
-                             f"[{int(indices.min())}, {int(indices.max())}]")
+        self.check_indices(indices)
         digits = (indices.long().unsqueeze(-1) // self.radix_basis) % self.level_counts
         codes = (digits - self.half_width.long()).to(self.half_width.dtype) / self.half_width
         return self.project_out(codes)

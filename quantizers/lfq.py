@@ -168,11 +168,7 @@ class LookupFreeQuantizer(Quantizer):
         )
 
     def indices_to_codes(self, indices: Tensor) -> Tensor:
-        if not isinstance(indices, Tensor) or indices.dtype.is_floating_point or indices.dtype == torch.bool:
-            raise ValueError(f"indices must be an integer tensor; got {getattr(indices, 'dtype', type(indices))}")
-        if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
-            raise ValueError(f"indices must lie in [0, {self.codebook_size}); got range "
-                             f"[{int(indices.min())}, {int(indices.max())}]")
+        self.check_indices(indices)
         bits = (indices.long().unsqueeze(-1) // self.bit_values) % 2
         return self.project_out(self.sign_values[bits])
 

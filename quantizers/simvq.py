@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Quantizer, QuantizerOutput, check_float, straight_through
+from .base import Quantizer, QuantizerOutput, check_float
 from .registry import register
 from .search import nearest_code
+from .vq import vqvae_output  # SimVQ keeps VQ-VAE's loss; only the codes change
 
 
 @register("simvq")
@@ -60,15 +61,7 @@ class SimVQ(Quantizer):
         # The gather's gradient lands on the selected rows of W(C); backpropagating through the linear
         # layer turns it into a gradient on W, which moves every effective code (the paper's point).
         codes = F.embedding(indices, codebook).view_as(z)
-        codebook_loss = F.mse_loss(codes, z.detach())
-        commitment_loss = self.beta * F.mse_loss(z, codes.detach())
-        return QuantizerOutput(
-            quantized=straight_through(z, codes),
-            indices=indices.view(z.shape[:-1]),
-            loss=codebook_loss + commitment_loss,
-            losses={"codebook": codebook_loss, "commitment": commitment_loss},
-            codebook_size=self.codebook_size,
-        )
+        return vqvae_output(z, codes, indices, beta=self.beta, codebook_size=self.codebook_size)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, beta={self.beta}, train_codebook={self.train_codebook}"

@@ -44,12 +44,18 @@ class VectorQuantizer(Quantizer):
         flat = z.reshape(-1, self.dim)
         indices = nearest_code(flat, self.embedding)
         codes = F.embedding(indices, self.embedding).view_as(z)  # gradient reaches selected rows only
-        codebook_loss = F.mse_loss(codes, z.detach())
-        commitment_loss = self.beta * F.mse_loss(z, codes.detach())
-        return QuantizerOutput(
-            quantized=straight_through(z, codes),
-            indices=indices.view(z.shape[:-1]),
-            loss=codebook_loss + commitment_loss,
-            losses={"codebook": codebook_loss, "commitment": commitment_loss},
-            codebook_size=self.codebook_size,
-        )
+        return vqvae_output(z, codes, indices, beta=self.beta, codebook_size=self.codebook_size)
+
+
+def vqvae_output(z: Tensor, codes: Tensor, indices: Tensor, *, beta: float, codebook_size: int) -> QuantizerOutput:
+    """The VQ-VAE objective (Eq. 3) for codes ``(batch, tokens, dim)`` selected for ``z``:
+    ``||sg(z) - e||^2`` moves the codes, ``beta * ||z - sg(e)||^2`` commits the encoder; straight-through."""
+    codebook_loss = F.mse_loss(codes, z.detach())
+    commitment_loss = beta * F.mse_loss(z, codes.detach())
+    return QuantizerOutput(
+        quantized=straight_through(z, codes),
+        indices=indices.view(z.shape[:-1]),
+        loss=codebook_loss + commitment_loss,
+        losses={"codebook": codebook_loss, "commitment": commitment_loss},
+        codebook_size=codebook_size,
+    )
