@@ -274,9 +274,8 @@ def start_system_metrics(run_id: str, tracking_uri: str):
     try:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-        # MLflow's own variable overrides vqbench's default interval, as it does for mlflow.start_run
-        interval = float(os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", SYSTEM_METRICS_INTERVAL_S))
-        monitor = SystemMetricsMonitor(run_id, sampling_interval=interval,
+        # MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL, when set, overrides this interval (MLflow reads it)
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S,
                                        tracking_uri=tracking_uri)
         monitor.start()
         return monitor

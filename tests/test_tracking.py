@@ -131,7 +131,9 @@ def test_non_finite_loss_fails_the_run_naming_the_step(store, client):
 
 def test_vqbench_train_command_logs_a_run_with_system_metrics(store, client, monkeypatch, capsys):
     monkeypatch.delenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", raising=False)
-    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")
+    # MLflow's monitor publishes a sample only after a whole interval and drops it when the run ends
+    # first: a warm 12-step run can end within 0.5 s, so sample far more often than the run lasts
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.05")
     code = main(["train", "--quantizer", "simvq", "--codebook-size", "32", "--latent-dim", "4",
                  "--image-size", "16", "--width", "8", "--steps", "12", "--batch-size", "8",
                  "--eval-samples", "32", "--fid-samples", "0", "--log-every", "4", "--option", "beta=0.5",
