@@ -24,7 +24,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .base import Quantizer, QuantizerOutput, check_int
+from .base import Quantizer, QuantizerOutput, check_int, straight_through
 from .registry import register
 
 #: FSQ paper, Table 1: target codebook size -> recommended levels (used verbatim).
@@ -165,9 +165,7 @@ class FiniteScalarQuantizer(Quantizer):
         self.check_input(z)
         bounded = self.bound(self.project_in(z))
         level_values = torch.round(bounded).detach()  # integers in [-(L//2), (L-1)//2]
-        # Straight-through written so the forward value is *exactly* the grid point (z + (q - z) can
-        # be off by an ulp), which makes indices_to_codes reproduce forward bit for bit.
-        rounded = level_values + (bounded - bounded.detach())
+        rounded = straight_through(bounded, level_values)  # forward value exactly the grid point
         codes = rounded / self.half_width.to(rounded.dtype)
         digits = level_values.long() + self.half_width.long()
         indices = (digits * self.radix_basis).sum(-1)

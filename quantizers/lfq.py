@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Quantizer, QuantizerOutput, check_choice, check_float, check_int
+from .base import Quantizer, QuantizerOutput, check_choice, check_float, check_int, straight_through
 from .registry import register
 
 CODEBOOK_ENTROPY_MODES = ("exact", "factorized")
@@ -152,8 +152,7 @@ class LookupFreeQuantizer(Quantizer):
         bit_inputs = self.project_in(z)
         positive = bit_inputs > 0
         signs = torch.where(positive, 1.0, -1.0).to(bit_inputs.dtype)
-        # Straight-through with the forward value exactly +-1 (see fsq.py for why not z + (q - z)).
-        codes = signs + (bit_inputs - bit_inputs.detach())
+        codes = straight_through(bit_inputs, signs)  # forward value exactly +-1
         indices = (positive.long() * self.bit_values).sum(-1)
 
         sample_entropy, codebook_entropy = self.entropy_terms(bit_inputs)
