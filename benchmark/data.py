@@ -21,9 +21,10 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
+
+from benchmark.files import resolve_cache_dir
 
 DATASETS = ("photos", "fashion-mnist", "cifar10", "folder")
 
@@ -86,13 +87,6 @@ def check_image_size(image_size: int) -> None:
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8 \
             or image_size % 4:
         raise ValueError(f"image_size must be an integer >= 8 and divisible by 4, got {image_size!r}")
-
-
-def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
-    """``cache_dir``, else ``$VQBENCH_CACHE``, else ``~/.cache/vqbench``."""
-    if cache_dir is not None:
-        return Path(cache_dir)
-    return Path(os.environ.get("VQBENCH_CACHE") or Path.home() / ".cache" / "vqbench")
 
 
 def content_digest(train: torch.Tensor, test: torch.Tensor) -> str:

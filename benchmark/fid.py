@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
-import os
 import re
 import tempfile
 import warnings
@@ -34,6 +33,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from benchmark.files import resolve_cache_dir, save_atomically
 from quantizers.base import check_int
 
 #: torch-fidelity's own file name; it looks for it in ``$TORCH_HOME/hub/checkpoints/``.
@@ -59,24 +59,6 @@ class SmallSampleFIDWarning(UserWarning):
 
 
 # ----------------------------------------------------------------------------- weights
-def save_atomically(obj, path: Path) -> None:
-    """torch.save to a temporary file beside ``path``, then rename: parallel trials never read half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def cache_dir() -> Path:
-    """``$VQBENCH_CACHE`` if set, else ``~/.cache/vqbench``."""
-    return Path(os.environ.get("VQBENCH_CACHE") or Path.home() / ".cache" / "vqbench")
-
-
 def torch_fidelity_weights_path() -> Path:
     """Where torch-fidelity keeps its download: ``$TORCH_HOME/hub/checkpoints/<name>``."""
     return Path(torch.hub.get_dir()) / "checkpoints" / TORCH_FIDELITY_WEIGHTS_NAME
@@ -179,7 +161,7 @@ def resolve_inception_weights(user_path: str | None = None) -> Path:
     official = torch_fidelity_weights_path()
     if official.is_file():
         return official
-    converted = cache_dir() / CONVERTED_WEIGHTS_NAME
+    converted = resolve_cache_dir() / CONVERTED_WEIGHTS_NAME
     if converted.is_file():
         return converted
     torchscript = find_fid_helper_torchscript()
@@ -269,7 +251,7 @@ def _reference_features(originals: Tensor, reference_name: str | None, weights_p
     key = f"{safe_name}-{images_digest}-{_weights_digest(weights_path)}"
     if key in _REFERENCE_FEATURES:
         return _REFERENCE_FEATURES[key]
-    cache_file = cache_dir() / "fid_reference" / f"{key}.pt"
+    cache_file = resolve_cache_dir() / "fid_reference" / f"{key}.pt"
     features = None
     if cache_file.is_file():
         try:
@@ -347,7 +329,7 @@ def reconstruction_fid(originals: Tensor, reconstructions: Tensor, *, reference_
 
     Returns ``{"rfid", "rkid", "rkid_std", "num_images"}``. Images are clipped to [0, 1] and quantized to
     uint8 as when saved to PNG; grayscale is repeated to RGB. With ``reference_name`` (e.g. the dataset
-    and split) the originals' features are cached in-process and under ``cache_dir()/fid_reference``.
+    and split) the originals' features are cached in-process and under ``resolve_cache_dir()/fid_reference``.
     Fewer than :data:`MIN_UNBIASED_IMAGES` images emit a :class:`SmallSampleFIDWarning`: the value is
     biased upward, so log ``num_images`` and compare trials only at equal counts. rKID is the unbiased
     MMD² estimate: a perfect reconstruction gives a small negative value, O(1/N). ``weights`` overrides
@@ -374,4 +356,4 @@ def reconstruction_fid(originals: Tensor, reconstructions: Tensor, *, reference_
 
 
 __all__ = ["resolve_inception_weights", "reconstruction_fid", "inception_features", "inception_extractor",
-           "convert_fid_helper_weights", "fid_kid_from_features", "frechet_distance", "cache_dir", "SmallSampleFIDWarning"]
+           "convert_fid_helper_weights", "fid_kid_from_features", "frechet_distance", "SmallSampleFIDWarning"]

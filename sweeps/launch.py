@@ -128,7 +128,7 @@ def start_sweep(grid: SweepGrid, *, name: str, preset: str | None = None, experi
         raise ValueError(f"a sweep named {name!r} already exists in {str(directory)!r}; resume it with "
                          f"--resume {name} or choose another --name")
     experiment = experiment or default_experiment(preset)
-    uri = mlflow_runs.resolve_tracking_uri(settings.tracking_uri)
+    uri = tracking.resolve_tracking_uri(settings.tracking_uri)
     client = mlflow_runs.client_for(uri)
     experiment_id = tracking.experiment_id(client, experiment)  # on the driver, before any trial
     parent_run_id = mlflow_runs.create_parent_run(
@@ -149,7 +149,7 @@ def resume_sweep(name: str, settings: SweepSettings | None = None) -> SweepOutco
     state = load_state(settings.storage_path, name)
     grid = SweepGrid.from_dict(state.grid)
     expansion = expand_grid(grid)
-    if settings.tracking_uri and mlflow_runs.resolve_tracking_uri(settings.tracking_uri) != state.tracking_uri:
+    if settings.tracking_uri and tracking.resolve_tracking_uri(settings.tracking_uri) != state.tracking_uri:
         raise ValueError(f"sweep {name!r} was tracked in {state.tracking_uri!r}; resume it against the same "
                          f"store (got --tracking-uri {settings.tracking_uri!r})")
     client = mlflow_runs.client_for(state.tracking_uri)

@@ -1,5 +1,4 @@
-"""The sweep's side of MLflow: the tracking URI, the experiment, the parent run, and the child runs of
-one trial (found by its ``trial_key`` tag) so that a resumed sweep neither reruns nor duplicates them.
+"""The sweep's side of MLflow: the parent run, and the child runs of one trial (found by its ``trial_key`` tag) so that a resumed sweep neither reruns nor duplicates them.
 
 The trainer writes each trial's run (``benchmark.tracking.RunTracking(parent_run_id=...)``); this module
 only creates the parent, looks runs up, and retires leftovers of killed attempts.
@@ -13,14 +12,6 @@ KIND_TRIAL = "trial"
 PARENT_RUN_TAG = "mlflow.parentRunId"   # MLflow's own tag on child runs
 DESCRIPTION_TAG = "mlflow.note.content"  # MLflow's own tag: the run description shown in the UI
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
-
-
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """The one store every process of the sweep shares, as an absolute URI (Ray workers run in other
-    directories, so a relative SQLite path would point each at a different file)."""
-    from benchmark.tracking import resolve_tracking_uri as resolve
-
-    return resolve(uri)
 
 
 def client_for(uri: str):

@@ -6,8 +6,6 @@ so trials building the same dataset at once (parallel Ray workers) never read a 
 """
 from __future__ import annotations
 
-import os
-import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +13,7 @@ from pathlib import Path
 import torch
 
 from benchmark.data import ImageDataset, content_digest
+from benchmark.files import save_atomically
 
 CACHE_FORMAT = 1  # bump when the file layout changes
 
@@ -51,16 +50,9 @@ def read_cache_file(path: Path) -> ImageDataset:
 
 
 def write_cache_file(path: Path, dataset: ImageDataset) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # unique per writer
-    payload = {"format": CACHE_FORMAT, "name": dataset.name, "source": dataset.source,
-               "train": dataset.train.contiguous(), "test": dataset.test.contiguous(),
-               "digest": dataset.digest}
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    save_atomically({"format": CACHE_FORMAT, "name": dataset.name, "source": dataset.source,
+                     "train": dataset.train.contiguous(), "test": dataset.test.contiguous(),
+                     "digest": dataset.digest}, path)
 
 
 def files_fingerprint(paths: list[Path]) -> str:
