@@ -32,6 +32,33 @@ def port_is_free(port: int, host: str = HOST) -> bool:
     return True
 
 
+def free_port(host: str = HOST) -> int:
+    """A port on ``host`` that nothing listens on right now (the OS picks it)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_serving(url: str, process, timeout: float = 90.0) -> None:
+    """Block until the MLflow server ``process`` answers ``url``/health; raise if it exits or times out."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"`vqbench ui` exited with {process.returncode} before serving {url}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"MLflow UI did not answer at {url} within {timeout} s")
+
+
 def server_command(store_uri: str, port: int) -> list[str]:
     import sys
 

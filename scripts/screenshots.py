@@ -9,21 +9,14 @@ metric charts.
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from benchmark import keys
+from benchmark.ui import free_port, wait_until_serving
 from benchmark.ui_browser import MODEL_TRAINING, headless_chromium, runs_page_names
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> int:
@@ -56,12 +49,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        for _ in range(180):
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
+        wait_until_serving(url, server)
         with headless_chromium(width=1500, height=1000) as driver:
             last = sorted(t.info.run_name for t in trials)[-1]
             runs_page_names(driver, url, sweep.info.experiment_id, expect=last)

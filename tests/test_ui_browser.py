@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
 from benchmark import keys
+from benchmark.ui import free_port, wait_until_serving
 from benchmark.ui_browser import find_browser, headless_chromium, runs_page_names
 from sweeps.grid import SweepGrid, base_config, expand_grid
 from sweeps.launch import SweepSettings, start_sweep
@@ -29,28 +28,6 @@ pytestmark = pytest.mark.skipif(
 TINY_BUDGET = {"image_size": 16, "width": 8, "num_res_blocks": 0, "num_downsamples": 2, "steps": 8,
                "batch_size": 8, "warmup_steps": 2, "eval_samples": 32, "fid_samples": 0, "log_every": 4,
                "probe_every": 4, "dead_code_window": 8}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_server(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"`vqbench ui` exited with {process.returncode} before serving {url}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"MLflow UI did not answer at {url} within {timeout} s")
 
 
 @pytest.fixture
@@ -74,11 +51,11 @@ def ui_server(tracking_uri, tmp_path):
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "benchmark.cli", "ui", "--port", str(port), "--backend-store-uri", tracking_uri],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,  # an unread pipe would fill and block the server
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_server(url, process)
+        wait_until_serving(url, process)
         yield url
     finally:
         process.terminate()
