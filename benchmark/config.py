@@ -4,7 +4,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
+
+
+#: Version of :meth:`TrainConfig.trial_key`'s content; bump it when an existing field's default changes.
+TRIAL_KEY_VERSION = 2
+
+
+#: adamw: AdamW with torch's default betas; adam-paper: Adam with betas (0.5, 0.9) and no weight decay,
+#: the optimizer of the SimVQ paper's configs (taming-transformers' VQGAN). Set lr=1e-4 and
+#: warmup_steps=0 as well for the paper's constant schedule.
+OPTIMIZERS = ("adamw", "adam-paper")
 
 
 @dataclass
@@ -28,12 +38,15 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 50
+    optimizer: str = "adamw"           # adamw | adam-paper (Adam, betas (0.5, 0.9): the SimVQ/VQGAN config)
     seed: int = 0
     # -- evaluation and logging
-    eval_samples: int = 512            # test images for utilization, PSNR, SSIM
+    eval_samples: int | None = None    # test images for utilization, PSNR, SSIM (None: the whole test set)
+    eval_checkpoints: int = 4          # evaluations at 1/2^(n-1), ..., 1/4, 1/2 and all of the steps
     fid_samples: int = 128             # test images for rFID/rKID (0 disables them); ~5 images/s on CPU
     log_every: int = 10
     probe_every: int = 25
+    usage_window_tokens: int = 131_072  # train/utilization pools the codes of the latest this-many tokens
     dead_code_window: int = 100
     # -- execution
     device: str = "auto"               # auto | cpu | cuda | cuda:N
@@ -77,8 +90,12 @@ class TrainConfig:
         check_float("lr", self.lr, minimum=0.0, inclusive=False)
         check_float("weight_decay", self.weight_decay, minimum=0.0)
         check_int("warmup_steps", self.warmup_steps, minimum=0)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_int("seed", self.seed, minimum=0)
-        check_int("eval_samples", self.eval_samples, minimum=1)
+        if self.eval_samples is not None:
+            check_int("eval_samples", self.eval_samples, minimum=1)
+        check_int("eval_checkpoints", self.eval_checkpoints, minimum=1)
+        check_int("usage_window_tokens", self.usage_window_tokens, minimum=1)
         if check_int("fid_samples", self.fid_samples, minimum=0) == 1:
             raise ValueError("fid_samples must be 0 (no rFID/rKID) or >= 2 (FID needs a covariance); got 1")
         check_int("log_every", self.log_every, minimum=1)
@@ -98,8 +115,22 @@ class TrainConfig:
         return params
 
     def trial_key(self) -> str:
-        """Stable short hash of everything that defines the trial (not device or threads)."""
-        content = {k: v for k, v in asdict(self).items() if k not in ("device", "threads")}
+        """Stable short hash of what defines the trial: :data:`TRIAL_KEY_VERSION` and the fields whose
+        value differs from their default (never device or threads).
+
+        Sweeps find a trial's earlier runs by this key, so it must not change when vqbench does: a field
+        added later with a default (the behaviour before the field existed) leaves every existing key
+        unchanged. Changing an existing field's default changes what an omitted field means, so it
+        must come with a new TRIAL_KEY_VERSION.
+        """
+        content = {"trial_key_version": TRIAL_KEY_VERSION}
+        for f in fields(self):
+            if f.name in ("device", "threads"):
+                continue
+            default = f.default_factory() if f.default is MISSING else f.default
+            value = getattr(self, f.name)
+            if value != default:
+                content[f.name] = value
         blob = json.dumps(content, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

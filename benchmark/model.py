@@ -13,6 +13,12 @@ One width at every resolution (VQGAN multiplies channels per level; one knob is 
 the cost per level predictable). The 1x1 projections make latent_dim and codebook size independent of
 the backbone, so a comparison changes only the quantizer.
 
+Identical initialization across latent dims (issue 11): the encoder body, the decoder body and the two
+latent projections are drawn from three separately seeded RNG streams (:func:`build_backbone`), so two
+trials that differ only in latent dim or quantizer share every parameter whose shape they share. Drawn
+from one stream, the encoder's last conv (``latent_dim × width`` numbers) would shift every decoder
+layer drawn after it.
+
 Images enter in [0, 1] and are centred to [-1, 1] inside the encoder (VQGAN's input range). The decoder's
 output is linear, not squashed by a sigmoid: a sigmoid's gradient vanishes on saturated pixels, which
 slows short CPU budgets; reconstructions are clamped to [0, 1] only for the evaluation metrics.
@@ -62,11 +68,12 @@ class Encoder(nn.Module):
             layers += [ResidualBlock(width) for _ in range(num_res_blocks)]
             layers.append(nn.Conv2d(width, width, 3, stride=2, padding=1))
         layers += [ResidualBlock(width) for _ in range(num_res_blocks)]
-        layers += [group_norm(width), nn.SiLU(), nn.Conv2d(width, latent_dim, 1)]
-        self.layers = nn.Sequential(*layers)
+        layers += [group_norm(width), nn.SiLU()]
+        self.body = nn.Sequential(*layers)
+        self.to_latent = nn.Conv2d(width, latent_dim, 1)
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.layers(images * 2.0 - 1.0)
+        return self.to_latent(self.body(images * 2.0 - 1.0))
 
 
 class Decoder(nn.Module):
@@ -75,17 +82,17 @@ class Decoder(nn.Module):
     def __init__(self, out_channels: int, width: int, num_res_blocks: int, num_downsamples: int,
                  latent_dim: int):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(latent_dim, width, 1)]
-        layers += [ResidualBlock(width) for _ in range(num_res_blocks)]
+        self.from_latent = nn.Conv2d(latent_dim, width, 1)
+        layers: list[nn.Module] = [ResidualBlock(width) for _ in range(num_res_blocks)]
         for _ in range(num_downsamples):
             layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(width, width, 3, padding=1)]
             layers += [ResidualBlock(width) for _ in range(num_res_blocks)]
         layers += [group_norm(width), nn.SiLU(), nn.Conv2d(width, out_channels, 3, padding=1)]
-        self.layers = nn.Sequential(*layers)
+        self.body = nn.Sequential(*layers)
 
     def forward(self, latents: Tensor) -> Tensor:
         # The network predicts in [-1, 1] like the encoder's input; map back to image space.
-        return (self.layers(latents) + 1.0) / 2.0
+        return (self.body(self.from_latent(latents)) + 1.0) / 2.0
 
 
 @dataclass
@@ -130,14 +137,40 @@ class VQAutoencoder(nn.Module):
         return AutoencoderOutput(reconstruction=reconstruction, quantizer=quantized, latents=tokens)
 
 
+#: Offsets of the decoder body's and the latent projections' RNG streams from the backbone seed.
+DECODER_SEED_OFFSET = 3_000_017
+PROJECTION_SEED_OFFSET = 4_000_037
+
+
 def build_backbone(*, channels: int, width: int, num_res_blocks: int, num_downsamples: int,
-                   latent_dim: int) -> tuple[Encoder, Decoder]:
-    """The encoder and decoder for ``channels``-channel images; validates the sizes first."""
+                   latent_dim: int, seed: int | None = None) -> tuple[Encoder, Decoder]:
+    """The encoder and decoder for ``channels``-channel images; validates the sizes first.
+
+    With ``seed``, the encoder body, the decoder body and the latent projections are each drawn from
+    their own stream (``seed``, ``seed + DECODER_SEED_OFFSET``, ``seed + PROJECTION_SEED_OFFSET``) and
+    the global RNG is left untouched; without it, everything is drawn from the global RNG in order.
+    """
     check_int("channels", channels, minimum=1)
     check_int("width", width, minimum=1)
     check_int("num_res_blocks", num_res_blocks, minimum=0)
     check_int("num_downsamples", num_downsamples, minimum=0)
     check_int("latent_dim", latent_dim, minimum=1)
-    encoder = Encoder(channels, width, num_res_blocks, num_downsamples, latent_dim)
-    decoder = Decoder(channels, width, num_res_blocks, num_downsamples, latent_dim)
+    if seed is None:
+        return (Encoder(channels, width, num_res_blocks, num_downsamples, latent_dim),
+                Decoder(channels, width, num_res_blocks, num_downsamples, latent_dim))
+    with torch.random.fork_rng(devices=[]):
+        encoder = Encoder(channels, width, num_res_blocks, num_downsamples, latent_dim)
+        decoder = Decoder(channels, width, num_res_blocks, num_downsamples, latent_dim)
+        streams = ((encoder.body, seed), (decoder.body, seed + DECODER_SEED_OFFSET),
+                   (nn.ModuleList([encoder.to_latent, decoder.from_latent]), seed + PROJECTION_SEED_OFFSET))
+        for module, stream_seed in streams:
+            torch.manual_seed(stream_seed)
+            reset_parameters(module)
     return encoder, decoder
+
+
+def reset_parameters(module: nn.Module) -> None:
+    """Re-draw every parameter of ``module`` with its layers' own default initialization, in order."""
+    for layer in module.modules():
+        if layer is not module and hasattr(layer, "reset_parameters"):
+            layer.reset_parameters()

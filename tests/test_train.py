@@ -51,13 +51,14 @@ def test_loss_falls_over_30_steps_and_the_logged_curves_are_complete():
     early = (logged[5][keys.TRAIN_RECON_LOSS] + logged[10][keys.TRAIN_RECON_LOSS]) / 2
     late = (logged[25][keys.TRAIN_RECON_LOSS] + logged[30][keys.TRAIN_RECON_LOSS]) / 2
     assert late < 0.9 * early
-    for key in keys.CURVES + ["train/codebook", "train/commitment"]:  # vq: every curve applies
+    # vq: every curve applies (the unused-code distance only while some code is unused in a batch)
+    for key in set(keys.CURVES) - {keys.PROBE_UNUSED_CODE_DISTANCE} | {"train/codebook", "train/commitment"}:
         assert key in logged[30], key
-    assert 0 < logged[30][keys.PROBE_GRADIENT_COVERAGE] < 1  # VQ: only the selected codes get a gradient
-    for key in keys.FINAL:
-        if key not in (keys.EVAL_RFID, keys.EVAL_RKID):  # fid_samples=0
-            assert key in result.metrics, key
-    assert keys.EVAL_RFID not in result.metrics
+    assert 0 < logged[30][keys.PROBE_CODES_WITH_GRADIENT] < 1  # VQ: only the selected codes get a gradient
+    fid_keys = {keys.EVAL_RFID, keys.EVAL_RKID, keys.EVAL_RKID_STD, keys.EVAL_RFID_SAMPLES}
+    for key in set(keys.FINAL) - fid_keys:  # fid_samples=0
+        assert key in result.metrics, key
+    assert not fid_keys & set(result.metrics)
     assert result.metrics[keys.COST_SAMPLES_SEEN] == 30 * 16
     assert 0 < result.metrics[keys.EVAL_UTILIZATION] <= 1
 
@@ -65,19 +66,47 @@ def test_loss_falls_over_30_steps_and_the_logged_curves_are_complete():
 def test_a_seed_reproduces_the_trial_exactly_on_cpu():
     config = TrainConfig(quantizer="simvq", steps=6, **TINY)
     first, second = train(config, progress=False), train(config, progress=False)
-    cost = {keys.COST_WALL_TIME, keys.COST_SAMPLES_PER_S}
-    assert {k: v for k, v in first.metrics.items() if k not in cost} == \
-        {k: v for k, v in second.metrics.items() if k not in cost}
-    assert first.metrics[keys.PROBE_GRADIENT_COVERAGE] == 1.0  # SimVQ: W moves every code
+    timings = lambda metrics: {k: v for k, v in metrics.items() if not k.startswith("cost/")}  # noqa: E731
+    assert timings(first.metrics) == timings(second.metrics)
+    assert first.metrics[keys.COST_SAMPLES_SEEN] == second.metrics[keys.COST_SAMPLES_SEEN]
+    assert first.metrics[keys.PROBE_CODES_WITH_GRADIENT] == 1.0  # SimVQ: W moves every code, by construction
 
 
-def test_ema_probe_reports_the_assigned_fraction_and_fsq_has_none():
+def test_probes_apply_where_they_mean_something():
     ema = train(TrainConfig(quantizer="ema", steps=10, **TINY), progress=False)
-    assert 0 < ema.metrics[keys.PROBE_GRADIENT_COVERAGE] < 1
-    # the probe is logged at step 1 and every probe_every steps; at step 1 it equals that batch's usage
+    assert keys.PROBE_CODES_WITH_GRADIENT not in ema.metrics  # EMA takes no codebook gradient
+    assert keys.PROBE_DISTRIBUTION_GAP in ema.metrics and keys.PROBE_CODEBOOK_RANK in ema.metrics
     fsq = train(TrainConfig(quantizer="fsq", steps=5, **{**TINY, "codebook_size": 60}), progress=False)
-    assert keys.PROBE_GRADIENT_COVERAGE not in fsq.metrics  # a fixed grid: the probe does not apply
-    assert keys.PROBE_CODEBOOK_RANK in fsq.metrics
+    # a fixed grid: no codebook gradient, no searched codebook, a rank fixed by construction
+    for key in (keys.PROBE_CODES_WITH_GRADIENT, keys.PROBE_DISTRIBUTION_GAP, keys.PROBE_CODEBOOK_RANK):
+        assert key not in fsq.metrics, key
+    assert keys.PROBE_LATENT_RANK in fsq.metrics
+
+
+def test_cost_is_split_by_stage_and_samples_per_s_counts_training_steps_only():
+    result = train(TrainConfig(quantizer="vq", steps=8, **TINY), progress=False)
+    stages = [keys.COST_SETUP_TIME, keys.COST_TRAIN_TIME, keys.COST_PROBE_TIME, keys.COST_EVAL_TIME]
+    assert all(result.metrics[key] > 0 for key in stages)
+    assert sum(result.metrics[key] for key in stages) <= result.metrics[keys.COST_WALL_TIME]
+    assert result.metrics[keys.COST_SAMPLES_PER_S] == pytest.approx(
+        8 * 16 / result.metrics[keys.COST_TRAIN_TIME])
+
+
+def test_checkpoint_evaluations_give_utilization_against_samples_seen():
+    logged: dict[int, dict[str, float]] = {}
+    config = TrainConfig(quantizer="vq", steps=40, eval_checkpoints=4, **TINY)
+    result = train(config, progress=False, on_log=lambda step, metrics: logged.__setitem__(step, dict(metrics)))
+    # checkpoints at 5, 10, 20, 40: the log step right after each sees its samples_seen
+    assert [logged[step][keys.EVAL_SAMPLES_SEEN] for step in (5, 10, 20, 40)] == [80, 160, 320, 640]
+    assert keys.EVAL_PSNR in result.metrics and keys.EVAL_CONVERGED in result.metrics
+    assert abs(result.metrics[keys.EVAL_UTILIZATION_CHANGE]) <= 1
+
+
+def test_paper_optimizer_is_adam_with_the_papers_betas():
+    from benchmark.train import build_optimizer
+
+    optimizer = build_optimizer(TrainConfig(optimizer="adam-paper", lr=1e-4), [torch.nn.Parameter(torch.zeros(2))])
+    assert type(optimizer) is torch.optim.Adam and optimizer.defaults["betas"] == (0.5, 0.9)
 
 
 @pytest.mark.parametrize("change,field", [
@@ -91,6 +120,9 @@ def test_ema_probe_reports_the_assigned_fraction_and_fsq_has_none():
     ({"image_size": 20, "num_downsamples": 3}, "image_size"),
     ({"fid_samples": 1}, "fid_samples"),
     ({"log_every": 0}, "log_every"),
+    ({"optimizer": "sgd"}, "optimizer"),
+    ({"eval_checkpoints": 0}, "eval_checkpoints"),
+    ({"eval_samples": 0}, "eval_samples"),
     ({"threads": 0}, "threads"),
     ({"device": "gpu"}, "gpu"),
 ])

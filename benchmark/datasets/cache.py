@@ -15,7 +15,7 @@ import torch
 from benchmark.data import ImageDataset, content_digest
 from benchmark.files import save_atomically
 
-CACHE_FORMAT = 1  # bump when the file layout changes
+CACHE_FORMAT = 2  # bump when the file layout changes
 
 
 def cached_dataset(cache_dir: Path, key: str, build: Callable[[], ImageDataset]) -> ImageDataset:
@@ -45,14 +45,17 @@ def read_cache_file(path: Path) -> ImageDataset:
             raise ValueError(f"field {split_name!r} is not a uint8 (N, C, H, W) tensor")
     if content_digest(train, test) != stored.get("digest"):
         raise ValueError("content does not match its stored digest")
+    groups = stored.get("test_groups")
+    if groups is not None and (not isinstance(groups, torch.Tensor) or groups.shape != (len(test),)):
+        raise ValueError("field 'test_groups' is not one label per test image")
     return ImageDataset(name=str(stored["name"]), source=str(stored["source"]), train=train,
-                        test=test, digest=str(stored["digest"]))
+                        test=test, digest=str(stored["digest"]), test_groups=groups)
 
 
 def write_cache_file(path: Path, dataset: ImageDataset) -> None:
     save_atomically({"format": CACHE_FORMAT, "name": dataset.name, "source": dataset.source,
                      "train": dataset.train.contiguous(), "test": dataset.test.contiguous(),
-                     "digest": dataset.digest}, path)
+                     "digest": dataset.digest, "test_groups": dataset.test_groups}, path)
 
 
 def files_fingerprint(paths: list[Path]) -> str:

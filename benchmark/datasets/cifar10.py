@@ -43,8 +43,10 @@ def load_cifar10(*, image_size: int = 32, data_dir: str | None = None, cache_dir
 def build(directory: Path, image_size: int) -> ImageDataset:
     train = resize_batch(read_batches(directory, TRAIN_BATCHES), image_size)
     test = resize_batch(read_batches(directory, TEST_BATCHES), image_size)
+    groups = read_labels(directory / TEST_BATCHES[0])
     return ImageDataset(name="cifar10", source=f"CIFAR-10 python batches in {directory}",
-                        train=train, test=test, digest=content_digest(train, test))
+                        train=train, test=test, digest=content_digest(train, test),
+                        test_groups=groups if groups is not None and len(groups) == len(test) else None)
 
 
 def find_batch_dir(root: Path) -> Path | None:
@@ -59,13 +61,24 @@ def read_batches(directory: Path, names: tuple[str, ...]) -> torch.Tensor:
     return torch.cat([read_batch(directory / name) for name in names])
 
 
-def read_batch(path: Path) -> torch.Tensor:
-    """One CIFAR-10 batch: a pickled dict whose b"data" is uint8 (N, 3072), channel-major rows."""
+def _load_batch(path: Path):
     try:
         with open(path, "rb") as handle:
-            batch = pickle.load(handle, encoding="bytes")
+            return pickle.load(handle, encoding="bytes")
     except Exception as error:  # truncated or foreign files raise many different types
         raise ValueError(f"cannot read CIFAR-10 batch {path}: {error}") from error
+
+
+def read_labels(path: Path) -> torch.Tensor | None:
+    """The class labels of a batch (only used to stratify evaluation samples), or None when absent."""
+    batch = _load_batch(path)
+    labels = batch.get(b"labels", batch.get("labels")) if isinstance(batch, dict) else None
+    return torch.tensor(list(labels), dtype=torch.long) if labels is not None else None
+
+
+def read_batch(path: Path) -> torch.Tensor:
+    """One CIFAR-10 batch: a pickled dict whose b"data" is uint8 (N, 3072), channel-major rows."""
+    batch = _load_batch(path)
     data = batch.get(b"data", batch.get("data")) if isinstance(batch, dict) else None
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
             or data.shape[1] != PIXELS_PER_IMAGE or len(data) == 0:

@@ -7,7 +7,9 @@ Where the files are looked for, in order:
 3. torchvision's download, into ``data_dir`` or ``<cache_dir>/fashion-mnist`` — not when
    ``VQBENCH_OFFLINE=1``, and a failed download is a ValueError naming these options.
 Files may be gzip-compressed (``.gz``) or raw. The resized images are cached in ``cache_dir``, keyed by
-``image_size`` and the files' paths, sizes and modification times. Labels are not read: the benchmark reconstructs images.
+``image_size`` and the files' paths, sizes and modification times. The test labels (``t10k-labels``),
+when present, only group the test images by class so evaluation samples can be stratified; the
+benchmark reconstructs images and never trains on labels.
 """
 from __future__ import annotations
 
@@ -25,7 +27,9 @@ from benchmark.datasets.images import resize_batch
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 TRAIN_IMAGES = "train-images-idx3-ubyte"
 TEST_IMAGES = "t10k-images-idx3-ubyte"
+TEST_LABELS = "t10k-labels-idx1-ubyte"
 IDX_UBYTE_3D_MAGIC = 0x00000803  # two zero bytes, type 0x08 (unsigned byte), 3 dimensions
+IDX_UBYTE_1D_MAGIC = 0x00000801  # the same, 1 dimension (labels)
 
 
 def load_fashion_mnist(*, image_size: int = 32, data_dir: str | None = None, cache_dir) -> ImageDataset:
@@ -34,15 +38,22 @@ def load_fashion_mnist(*, image_size: int = 32, data_dir: str | None = None, cac
         directory = download(Path(data_dir) if data_dir else Path(cache_dir) / "fashion-mnist",
                              data_dir)
     train_path, test_path = idx_file(directory, TRAIN_IMAGES), idx_file(directory, TEST_IMAGES)
-    key = f"fashion-mnist-size{image_size}-{files_fingerprint([train_path, test_path])}"
-    return cached_dataset(cache_dir, key, lambda: build(directory, train_path, test_path, image_size))
+    labels_path = idx_file(directory, TEST_LABELS)
+    files = [train_path, test_path] + ([labels_path] if labels_path else [])
+    key = f"fashion-mnist-size{image_size}-{files_fingerprint(files)}"
+    return cached_dataset(cache_dir, key,
+                          lambda: build(directory, train_path, test_path, image_size, labels_path))
 
 
-def build(directory: Path, train_path: Path, test_path: Path, image_size: int) -> ImageDataset:
+def build(directory: Path, train_path: Path, test_path: Path, image_size: int,
+          labels_path: Path | None = None) -> ImageDataset:
     train = resize_batch(read_idx_images(train_path)[:, None], image_size)
     test = resize_batch(read_idx_images(test_path)[:, None], image_size)
+    groups = read_idx_labels(labels_path) if labels_path else None
+    if groups is not None and len(groups) != len(test):
+        raise ValueError(f"IDX labels {labels_path} hold {len(groups)} labels for {len(test)} test images")
     return ImageDataset(name="fashion-mnist", source=f"Fashion-MNIST IDX files in {directory}",
-                        train=train, test=test, digest=content_digest(train, test))
+                        train=train, test=test, digest=content_digest(train, test), test_groups=groups)
 
 
 def find_idx_dir(data_dir: str | None) -> Path | None:
@@ -65,16 +76,31 @@ def idx_file(directory: Path, stem: str) -> Path | None:
     return None
 
 
-def read_idx_images(path: Path) -> torch.Tensor:
-    """uint8 (N, rows, cols) from an IDX3 ubyte file; ValueError naming the file when it is not one."""
+def read_idx_labels(path: Path) -> torch.Tensor:
+    """int64 (N,) from an IDX1 ubyte label file; ValueError naming the file when it is not one."""
+    blob = _read_maybe_gzipped(path)
+    if len(blob) < 8:
+        raise ValueError(f"IDX label file {path} is truncated: {len(blob)} bytes, header needs 8")
+    magic, count = struct.unpack(">II", blob[:8])
+    if magic != IDX_UBYTE_1D_MAGIC or len(blob) != 8 + count:
+        raise ValueError(f"IDX label file {path} is not {count} unsigned-byte labels (magic {magic:#010x})")
+    return torch.from_numpy(np.frombuffer(blob, dtype=np.uint8, offset=8).astype(np.int64))
+
+
+def _read_maybe_gzipped(path: Path) -> bytes:
     try:
         with open(path, "rb") as handle:
             gzipped = handle.read(2) == b"\x1f\x8b"
         opener = gzip.open if gzipped else open
         with opener(path, "rb") as handle:
-            blob = handle.read()
+            return handle.read()
     except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError; truncated gzip: EOFError
         raise ValueError(f"cannot read IDX file {path}: {error}") from error
+
+
+def read_idx_images(path: Path) -> torch.Tensor:
+    """uint8 (N, rows, cols) from an IDX3 ubyte file; ValueError naming the file when it is not one."""
+    blob = _read_maybe_gzipped(path)
     if len(blob) < 16:
         raise ValueError(f"IDX file {path} is truncated: {len(blob)} bytes, header needs 16")
     magic, count, rows, cols = struct.unpack(">IIII", blob[:16])

@@ -4,7 +4,9 @@ Every image file below the folder (extensions in ``IMAGE_EXTENSIONS``, hidden fi
 skipped) is scaled so its shorter side is ``image_size`` and centre-cropped. The split is fixed by a
 hash of each file's relative path: about ``TEST_FRACTION`` of the images are test images, the same on
 every machine and unchanged when files are added elsewhere in the tree; at least one image goes to
-each split. Class labels are ignored.
+each split. The test images' top-level subfolders (classes) group them, so that an evaluation sample
+is stratified over classes rather than taken from the first classes in sorted order; nothing trains
+on the labels.
 
 An unreadable image is a ValueError naming the file rather than a skipped file: silently dropping
 images would make two machines' "same" dataset differ. The decoded dataset is cached, keyed by the
@@ -61,8 +63,11 @@ def build_folder(root: Path, files: list[str], image_size: int) -> ImageDataset:
     train_files = [f for f in files if f not in test_set]
     train = torch.stack([read_image(root / f, image_size) for f in train_files])
     test = torch.stack([read_image(root / f, image_size) for f in test_files])
+    classes = [f.split("/", 1)[0] if "/" in f else "" for f in test_files]
+    names = {name: number for number, name in enumerate(sorted(set(classes)))}
+    groups = torch.tensor([names[name] for name in classes], dtype=torch.long)
     return ImageDataset(name="folder", source=f"image folder {root} ({len(files)} images)",
-                        train=train, test=test, digest=content_digest(train, test))
+                        train=train, test=test, digest=content_digest(train, test), test_groups=groups)
 
 
 def list_images(root: Path) -> list[str]:

@@ -1,17 +1,25 @@
 """The embedded default dataset: colour patches cut from real photographs bundled in pip wheels.
 
 Photos: scikit-image's ``skimage.data`` astronaut, chelsea, coffee, rocket, hubble_deep_field, retina,
-immunohistochemistry and both views of stereo_motorcycle (all shipped inside the wheel, no network),
-and scikit-learn's ``load_sample_images`` china and flower. Photos whose longer side exceeds
-``MAX_SIDE`` are downscaled first, so a 32-pixel patch shows structure rather than a flat area of a
-1411-pixel retina scan.
+immunohistochemistry and both views of stereo_motorcycle, scikit-learn's ``load_sample_images`` china
+and flower, and matplotlib's sample ``grace_hopper.jpg`` (all shipped inside the wheels, no network).
+Photos whose longer side exceeds ``MAX_SIDE`` are downscaled first, so a 32-pixel patch shows structure
+rather than a flat area of a 1411-pixel retina scan.
 
 Split, disjoint by construction: the bottom ``TEST_FRACTION`` of every photo's rows (a whole number of
-patch heights) is held out. Test patches tile that strip on a fixed grid with half-patch stride; train
-patches are random crops (with random horizontal flips) lying entirely above it. The two stereo views
-show the same scene with horizontal disparity only, so holding out the same rows of both keeps the
-test scene unseen. Near-constant patches (pixel standard deviation below ``MIN_PATCH_STD``, e.g. the
-black corners of the retina scan) are dropped from both splits: they carry nothing to reconstruct.
+patch heights) is held out. Test patches tile that strip on a grid with stride = patch size, so no two
+test patches share a pixel (half-overlapping patches would repeat the same tokens and inflate the
+sample); train patches are random crops (with random horizontal flips) lying entirely above it. The two
+stereo views show the same scene with horizontal disparity only, so holding out the same rows of both
+keeps the test scene unseen. Near-constant patches (pixel standard deviation below ``MIN_PATCH_STD``,
+e.g. the black corners of the retina scan) are dropped from both splits: they carry nothing to
+reconstruct. Each test patch records which photo it came from (``test_groups``), so an evaluation
+sample can be stratified over photos.
+
+Why 30% held out and these photos: utilization is only readable when the test set has at least 10
+tokens per code (issue 11). At 32 px and 8×8 tokens per patch this gives about 1,000 test patches, over
+60,000 test tokens: enough for K = 2^12 uncapped. Larger codebooks need a larger test set (a
+``folder`` of images or Fashion-MNIST); the presets say so.
 
 The test set depends only on ``image_size``; ``seed`` picks the train crops.
 """
@@ -27,11 +35,12 @@ from benchmark.datasets.images import pil_to_tensor, shrink_to_max_side
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina",
                   "immunohistochemistry", "stereo_motorcycle")
 SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
+MATPLOTLIB_PHOTOS = ("grace_hopper.jpg",)
 MAX_SIDE = 640          # pixels; larger photos are downscaled to this longer side
-TEST_FRACTION = 0.2     # of every photo's rows, at the bottom, held out for testing
+TEST_FRACTION = 0.3     # of every photo's rows, at the bottom, held out for testing
 MIN_PATCH_STD = 2.0     # in 0-255 units; flatter patches are dropped
 NUM_TRAIN = 16384       # train patches at the default size
-BUILD_VERSION = 1       # bump when the construction changes, so old caches are not reused
+BUILD_VERSION = 2       # bump when the construction changes, so old caches are not reused
 
 
 def load_photos(*, image_size: int = 32, seed: int = 0, cache_dir, num_train: int = NUM_TRAIN
@@ -51,25 +60,28 @@ def load_photos(*, image_size: int = 32, seed: int = 0, cache_dir, num_train: in
 def build_photos(*, image_size: int, seed: int, num_train: int) -> ImageDataset:
     photos = bundled_photos()
     generator = torch.Generator().manual_seed(seed)
-    train_regions, test_parts = [], []
+    train_regions, test_parts, group_parts = [], [], []
     for photo in photos.values():
         height = photo.shape[1]
         strip = image_size * max(1, round(TEST_FRACTION * height / image_size))
         if height - strip < image_size:
             continue  # too small at this size to give both splits a patch
         train_regions.append(photo[:, : height - strip])
-        test_parts.append(grid_patches(photo[:, height - strip:], image_size))
+        patches = grid_patches(photo[:, height - strip:], image_size)
+        patches = patches[patch_std(patches) >= MIN_PATCH_STD]
+        test_parts.append(patches)
+        group_parts.append(torch.full((len(patches),), len(group_parts), dtype=torch.long))
     if not train_regions:
         raise ValueError(f"image_size {image_size} is too large for the bundled photos "
                          f"(largest side {MAX_SIDE} px)")
-    test = torch.cat(test_parts)
-    test = test[patch_std(test) >= MIN_PATCH_STD]
+    test, test_groups = torch.cat(test_parts), torch.cat(group_parts)
     train = random_patches(train_regions, image_size, num_train, generator)
     source = (f"scikit-image skimage.data: {', '.join(SKIMAGE_PHOTOS)}; scikit-learn "
-              f"load_sample_images: {', '.join(SKLEARN_PHOTOS)}; longer side <= {MAX_SIDE} px; "
-              f"test = bottom {TEST_FRACTION:.0%} of every photo")
+              f"load_sample_images: {', '.join(SKLEARN_PHOTOS)}; matplotlib sample_data: "
+              f"{', '.join(MATPLOTLIB_PHOTOS)}; longer side <= {MAX_SIDE} px; "
+              f"test = bottom {TEST_FRACTION:.0%} of every photo, non-overlapping patches")
     return ImageDataset(name="photos", source=source, train=train, test=test,
-                        digest=content_digest(train, test))
+                        digest=content_digest(train, test), test_groups=test_groups)
 
 
 def bundled_photos() -> dict[str, torch.Tensor]:
@@ -90,13 +102,28 @@ def bundled_photos() -> dict[str, torch.Tensor]:
     missing = set(SKLEARN_PHOTOS) - set(arrays)
     if missing:
         raise ValueError(f"scikit-learn's sample images lack {sorted(missing)}")
+    for filename in MATPLOTLIB_PHOTOS:
+        arrays[filename] = matplotlib_sample_photo(filename)
     return {name: pil_to_tensor(shrink_to_max_side(Image.fromarray(array).convert("RGB"), MAX_SIDE))
             for name, array in arrays.items()}
 
 
+def matplotlib_sample_photo(filename: str):
+    """A photo from matplotlib's bundled ``mpl-data/sample_data`` as an (H, W, 3) uint8 array."""
+    import matplotlib
+    import numpy as np
+
+    path = matplotlib.get_data_path() + f"/sample_data/{filename}"
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except OSError as error:
+        raise ValueError(f"matplotlib's sample photo {path} cannot be read: {error}") from error
+
+
 def grid_patches(region: torch.Tensor, size: int) -> torch.Tensor:
-    """All ``size`` patches of ``region`` (C, H, W) on a grid of stride size/2, centred horizontally."""
-    stride = size // 2
+    """All non-overlapping ``size`` patches of ``region`` (C, H, W) on a grid, centred horizontally."""
+    stride = size
     height, width = region.shape[1:]
     columns = (width - size) // stride + 1
     left = (width - (columns - 1) * stride - size) // 2
