@@ -20,8 +20,12 @@ def run(args: argparse.Namespace) -> int:
             for e in entries
         ], indent=2, default=str))
         return 0
+    width = max([8, *(len(e["name"]) for e in entries)])
     for e in entries:
-        print(f"{e['name']:8s} {e['summary']}")
+        print(f"{e['name']:{width}s} {e['summary']}")
+        if e.get("base"):  # a variant: its base with options preset (those cannot be set)
+            preset = ", ".join(f"{key}={value!r}" for key, value in e["preset"].items())
+            print(f"{'':10s}= {e['base']} with {preset}")
         for p in e["options"]:
             print(f"{'':10s}--{p.name}: {p.annotation or 'value'} = {p.default!r}")
     return 0

@@ -192,6 +192,12 @@ def gradient_coverage(quantizer: Quantizer) -> float | None:
     change after optimizer.step()" matters: Adam's momentum and weight decay move rows that received no
     gradient this step.
 
+    These values hold **by construction**: 1.0 for SimVQ even when its training collapses, the batch's
+    selected fraction for VQ whatever happens to its dead codes. The probe restates the mechanism the paper
+    describes; it is not evidence for or against the paper's theory (issue 12). It is logged as
+    ``keys.PROBE_CODES_WITH_GRADIENT`` through :func:`benchmark.probes.codes_with_gradient`, whose module
+    lists the probes that can be evidence (dead-code revival, unused-code distance, distribution gap).
+
     Returns None where the probe does not apply: the quantizer does not learn its codebook by gradient
     (``learns_codebook_by_gradient`` False: EMA-VQ, whose forward pass moves exactly the codes assigned
     in the batch, which the trainer logs instead; FSQ/LFQ fixed grids), has no codebook, or no parameter

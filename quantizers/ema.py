@@ -16,6 +16,9 @@ beta * ||z - sg(e)||^2 with beta = 0.25.
 The averages start at N_k = 1 and m_k = e_k (the initial codebook), so that e_k = m_k / N_k holds before
 the first update and a code no token selects stays where it is (up to the smoothing's global factor).
 Sonnet starts N_k at 0 instead, which multiplies every unused code by about 1/eps at the first update.
+
+``init`` is shared with ``vq`` (:func:`quantizers.vq.initial_codebook`); ``ema-simvq-init`` starts the codes
+at SimVQ's W(C), so EMA's update can be compared with SimVQ's at the same initial code scale.
 """
 from __future__ import annotations
 
@@ -24,8 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import Quantizer, QuantizerOutput, check_choice, check_float, straight_through
-from .registry import register
+from .registry import register, register_variant
 from .search import nearest_code
+from .vq import INITS, initial_codebook
 
 
 @register("ema")
@@ -34,6 +38,8 @@ class EMAVectorQuantizer(Quantizer):
 
     learns_codebook_by_gradient = False
     learns_codebook_by_averages = True
+    #: indices are the nearest codes of codebook() (benchmark.probes reads it; see probes.searches_codebook)
+    searches_codebook = True
 
     def __init__(self, dim: int, codebook_size: int, beta: float = 0.25, decay: float = 0.99,
                  eps: float = 1e-5, init: str = "uniform"):
@@ -41,13 +47,10 @@ class EMAVectorQuantizer(Quantizer):
         self.beta = check_float("beta", beta, minimum=0.0)
         self.decay = check_float("decay", decay, minimum=0.0, maximum=1.0, inclusive=False)
         self.eps = check_float("eps", eps, minimum=0.0, inclusive=False)
-        self.init = check_choice("init", init, ["uniform", "normal"])
-        embedding = torch.empty(self.codebook_size, self.dim)
-        if init == "uniform":
-            # the same start as `vq` (taming-transformers' U(-1/K, 1/K)), so the two differ only in the update
-            embedding.uniform_(-1.0 / self.codebook_size, 1.0 / self.codebook_size)
-        else:
-            embedding.normal_(std=self.dim ** -0.5)
+        self.init = check_choice("init", init, INITS)
+        # the same start as `vq` (by default taming-transformers' U(-1/K, 1/K)), so the two differ only in
+        # the update
+        embedding = initial_codebook(init, self.codebook_size, self.dim)
         self.register_buffer("embedding", embedding)
         self.register_buffer("cluster_size", torch.ones(self.codebook_size))  # N_k
         self.register_buffer("embedding_sum", embedding.clone())              # m_k
@@ -89,4 +92,12 @@ class EMAVectorQuantizer(Quantizer):
         )
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, beta={self.beta}, decay={self.decay}, eps={self.eps}"
+        return f"{super().extra_repr()}, beta={self.beta}, decay={self.decay}, eps={self.eps}, init={self.init!r}"
+
+
+register_variant(
+    "ema-simvq-init", "ema",
+    "EMA-VQ with codes at SimVQ's initial scale (W(C) at init): separates the EMA update from the "
+    "initial code scale",
+    init="simvq",
+)

@@ -14,6 +14,12 @@ collapse). SimVQ reparameterizes every code as ``q_k = W(c_k)``: a gradient on a
   code's ``self.embedding_proj = nn.Linear(self.e_dim, self.e_dim)``.
 - Loss: the VQ objective the paper keeps unchanged (its preliminaries restate VQ-VAE's Eq. 3) with the code
   ``q = W(c_k)``: ``||sg(z) - q||^2 + beta * ||z - sg(q)||^2``, beta = 0.25; straight-through to ``z``.
+
+Controls (options, and variants registered below): ``train_projection=False`` freezes W too, so the codes
+are a fixed random linear image of C (the reparameterization without its learning: ``simvq-frozen-w``);
+``projection_bias=False`` drops W's bias, the one term that shifts every code by the same vector
+(``simvq-no-bias``); ``train_codebook=True`` learns C as well (the paper's ablation: ``simvq-train-c``).
+With W frozen and C trained, each code again moves only through its own row c_k: disjoint optimization.
 """
 from __future__ import annotations
 
@@ -22,29 +28,57 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Quantizer, QuantizerOutput, check_float
-from .registry import register
+from .registry import register, register_variant
 from .search import nearest_code
 from .vq import vqvae_output  # SimVQ keeps VQ-VAE's loss; only the codes change
+
+
+def simvq_basis_and_projection(codebook_size: int, dim: int, bias: bool = True) -> tuple[Tensor, nn.Linear]:
+    """SimVQ's initial state from the global RNG: C ``(K, dim)`` ~ N(0, dim^-1/2) (std dim^-1/2), then a
+    fresh ``nn.Linear(dim, dim)`` W with PyTorch's default initialization, in that order."""
+    basis = torch.randn(codebook_size, dim) * dim ** -0.5
+    return basis, nn.Linear(dim, dim, bias=bias)
+
+
+def simvq_initial_codebook(codebook_size: int, dim: int) -> Tensor:
+    """What a fresh ``SimVQ(dim, codebook_size)``'s ``codebook()`` is, as a plain tensor: W(C), detached.
+    Under the same RNG state the two are bit-identical (``vq``/``ema`` with ``init="simvq"`` use this)."""
+    basis, projection = simvq_basis_and_projection(codebook_size, dim)
+    with torch.no_grad():
+        return projection(basis)
+
+
+def _check_bool(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False; got {value!r}")
+    return value
 
 
 @register("simvq")
 class SimVQ(Quantizer):
     """Frozen basis C, learnable linear W, codes W(C) (Zhu et al. 2024, arXiv 2411.02038)."""
 
+    #: set per instance: True unless both W and C are frozen (then the codebook is fixed and random)
     learns_codebook_by_gradient = True
+    #: indices are the nearest codes of codebook() (benchmark.probes reads it; see probes.searches_codebook)
+    searches_codebook = True
 
-    def __init__(self, dim: int, codebook_size: int, beta: float = 0.25, train_codebook: bool = False):
+    def __init__(self, dim: int, codebook_size: int, beta: float = 0.25, train_codebook: bool = False,
+                 train_projection: bool = True, projection_bias: bool = True):
         super().__init__(dim, codebook_size)
         self.beta = check_float("beta", beta, minimum=0.0)
-        if not isinstance(train_codebook, bool):
-            raise ValueError(f"train_codebook must be True or False; got {train_codebook!r}")
-        self.train_codebook = train_codebook
-        basis = torch.randn(self.codebook_size, self.dim) * self.dim ** -0.5
+        self.train_codebook = _check_bool("train_codebook", train_codebook)
+        self.train_projection = _check_bool("train_projection", train_projection)
+        self.projection_bias = _check_bool("projection_bias", projection_bias)
+        basis, projection = simvq_basis_and_projection(self.codebook_size, self.dim, bias=projection_bias)
         if train_codebook:
             self.basis = nn.Parameter(basis)
         else:
             self.register_buffer("basis", basis)
-        self.projection = nn.Linear(self.dim, self.dim)
+        self.projection = projection  # registered after C, as before the controls existed (same layout)
+        # frozen W stays a parameter (requires_grad False) so checkpoints keep one layout across variants
+        self.projection.requires_grad_(train_projection)
+        self.learns_codebook_by_gradient = train_projection or train_codebook
 
     def codebook(self) -> Tensor:
         """The effective codes W(C), ``(codebook_size, dim)``; differentiable w.r.t. W (and C if trained)."""
@@ -64,4 +98,23 @@ class SimVQ(Quantizer):
         return vqvae_output(z, codes, indices, beta=self.beta, codebook_size=self.codebook_size)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, beta={self.beta}, train_codebook={self.train_codebook}"
+        return (f"{super().extra_repr()}, beta={self.beta}, train_codebook={self.train_codebook}, "
+                f"train_projection={self.train_projection}, projection_bias={self.projection_bias}")
+
+
+register_variant(
+    "simvq-frozen-w", "simvq",
+    "SimVQ with W frozen too: a fixed random codebook W(C), the reparameterization without its learning "
+    "(separates 'codes are a linear image of C' from 'W learns')",
+    train_projection=False,
+)
+register_variant(
+    "simvq-train-c", "simvq",
+    "SimVQ with C learned as well as W (the paper's ablation): does freezing the basis matter",
+    train_codebook=True,
+)
+register_variant(
+    "simvq-no-bias", "simvq",
+    "SimVQ whose W has no bias: separates W's shared shift of every code from its linear map",
+    projection_bias=False,
+)
