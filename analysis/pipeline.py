@@ -11,8 +11,10 @@ RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
 RUNS_CSV = "runs.csv"
 ARTIFACT_DIR = "vqbench_figures"   # folder of the parent run's artifacts that holds these files
-# Curves the figures and the mechanism statistic need (the others stay in MLflow).
-HISTORY_KEYS = [keys.TRAIN_UTILIZATION, keys.PROBE_GRADIENT_COVERAGE, keys.PROBE_CODEBOOK_RANK]
+# Curves the figures and statistics need (the others stay in MLflow); fetched only for runs that logged them.
+HISTORY_KEYS = [keys.TRAIN_UTILIZATION, keys.PROBE_UNUSED_CODE_DISTANCE, keys.PROBE_DISTRIBUTION_GAP,
+                keys.PROBE_DEAD_CODE_REVIVAL, keys.PROBE_CODEBOOK_RANK, keys.EVAL_UTILIZATION,
+                keys.EVAL_UTILIZATION_RELATIVE, keys.EVAL_SAMPLES_SEEN]
 
 
 @dataclass
@@ -24,29 +26,14 @@ class Outputs:
     messages: list[str] = field(default_factory=list)   # what was printed
 
 
-def regenerate(out_dir: str | Path, experiment: str | None = None, sweep: str | None = None,
-               log_artifacts: bool = True, echo=print) -> Outputs:
-    """Read the selected runs from the tracking store (``MLFLOW_TRACKING_URI`` or MLflow's default) and
-    write figures, results tables and the report to ``out_dir``. ValueError when there is nothing to analyse
-    (then no file is written)."""
-    import mlflow
-    from mlflow import MlflowClient
+def analysed_runs(client, selection, allow_repeats: bool = False):
+    """(all runs, usable mask, the pooled runs with probe columns, histories, checkpoints, pooling): every
+    frame the analysis reads. ValueError when nothing is usable or the runs cannot be pooled."""
+    from .checkpoints import checkpoint_frame
+    from .mechanism import probe_summaries
+    from .pooling import check_poolable, drop_repeats
+    from .runs import load_histories, runs_frame, usable
 
-    from . import figures as figs
-    from .report import build_report
-    from .runs import load_histories, runs_frame, select_runs, usable
-    from .statistics import compare_to_reference, coverage_predicts_utilization, size_trends
-    from .tables import results_markdown, results_table
-
-    messages: list[str] = []
-
-    def say(text: str) -> None:
-        messages.append(text)
-        echo(text)
-
-    client = MlflowClient()
-    tracking_uri = mlflow.get_tracking_uri()
-    selection = select_runs(client, experiment=experiment, sweep=sweep)
     all_runs = runs_frame(selection.runs)
     if all_runs.empty:
         raise ValueError(f"{selection.description} has no trial runs: nothing to analyse")
@@ -54,18 +41,58 @@ def regenerate(out_dir: str | Path, experiment: str | None = None, sweep: str | 
     if not used.any():
         counts = ", ".join(f"{n} {s}" for s, n in all_runs["status"].value_counts().items())
         raise ValueError(f"{selection.description} has no usable FINISHED trial runs ({counts}): nothing to analyse")
-    say(f"analysing {selection.description}: {int(used.sum())} FINISHED runs used of {len(all_runs)}")
+    check_poolable(all_runs[used])
+    frame, pooling = drop_repeats(all_runs[used].copy(), allow_repeats)
+    histories = load_histories(client, frame["run_id"].tolist(), HISTORY_KEYS,
+                               available=dict(zip(frame["run_id"], frame["metric_keys"])))
+    frame = frame.merge(probe_summaries(histories), on="run_id", how="left")
+    return all_runs, used, frame, histories, checkpoint_frame(histories, frame), pooling
 
-    frame = all_runs[used].copy()
-    histories = load_histories(client, frame["run_id"].tolist(), HISTORY_KEYS)
-    coverage = histories[histories["key"] == keys.PROBE_GRADIENT_COVERAGE].groupby("run_id")["value"].mean()
-    frame["gradient_coverage_mean"] = frame["run_id"].map(coverage)
-    all_runs["gradient_coverage_mean"] = all_runs["run_id"].map(coverage)
+
+def regenerate(out_dir: str | Path, experiment: str | None = None, sweep: str | None = None,
+               log_artifacts: bool = True, echo=print, tracking_uri: str | None = None,
+               allow_repeats: bool = False) -> Outputs:
+    """Read the selected runs from the tracking store (``tracking_uri`` resolved as ``vqbench sweep`` does:
+    the argument, else ``MLFLOW_TRACKING_URI``, else ./mlflow.db) and write figures, results tables and the
+    report to ``out_dir``. ValueError when there is nothing to analyse or the runs cannot be pooled (then no
+    file is written)."""
+    from mlflow import MlflowClient
+
+    from benchmark.fid import MIN_UNBIASED_IMAGES
+    from benchmark.tracking import resolve_tracking_uri
+
+    from . import figures as figs
+    from .checkpoints import movement
+    from .comparisons import compare_to_reference, control_contrasts
+    from .mechanism import probe_associations
+    from .report import Findings, build_report
+    from .runs import select_runs
+    from .tables import results_markdown, results_table
+    from .trends import size_trends, utilization_metric
+
+    messages: list[str] = []
+
+    def say(text: str) -> None:
+        messages.append(text)
+        echo(text)
+
+    uri = resolve_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=uri)
+    selection = select_runs(client, experiment=experiment, sweep=sweep)
+    all_runs, used, frame, histories, checkpoints, pooling = analysed_runs(client, selection, allow_repeats)
+    say(f"analysing {selection.description}: {len(frame)} FINISHED runs used of {len(all_runs)}")
+    if pooling.repeats:
+        say(f"  {pooling.sentence()}")
+
+    metric = utilization_metric(frame)
+    findings = Findings(metric, size_trends(frame, metric), compare_to_reference(frame, metric),
+                        control_contrasts(frame, metric), probe_associations(frame, metric),
+                        movement(frame, checkpoints, metric), pooling)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
-    results = figs.make_figures(frame, histories)
+    results = figs.make_figures(frame, histories, checkpoints, metric, MIN_UNBIASED_IMAGES)
     written, skipped = [], {}
     try:
         for result in results:
@@ -86,17 +113,14 @@ def regenerate(out_dir: str | Path, experiment: str | None = None, sweep: str | 
     table = results_table(frame)
     table.to_csv(out / RESULTS_CSV, index=False)
     (out / RESULTS_MD).write_text(results_markdown(table) + "\n")
-    all_runs.drop(columns=["start_time"]).to_csv(out / RUNS_CSV, index=False)
-    trends = size_trends(frame)
-    comparisons = compare_to_reference(frame)
-    association = coverage_predicts_utilization(frame)
-    report = build_report(selection.description, tracking_uri, all_runs, used, trends, comparisons,
-                          association, results, table)
+    all_runs.drop(columns=["start_time", "metric_keys"]).to_csv(out / RUNS_CSV, index=False)
+    report = build_report(selection.description, uri, all_runs, used, frame, findings, results, table)
     (out / REPORT_NAME).write_text(report)
     files += [out / RESULTS_CSV, out / RESULTS_MD, out / RUNS_CSV, out / REPORT_NAME]
     say(f"wrote {out / RESULTS_CSV}, {out / RESULTS_MD}, {out / RUNS_CSV}, {out / REPORT_NAME}")
-    for row in trends.itertuples():
-        say(f"  {row.quantizer}: utilization vs log2 K: rho={row.rho:.3f} p={row.p:.3g} -> {row.verdict}")
+    for row in findings.trends.itertuples():
+        say(f"  {row.quantizer}: {metric} vs log2 K: rho={row.rho:.3f} p(Holm)={row.p_holm:.3g} "
+            f"drop={row.drop:.3g} -> {row.verdict}")
 
     parent = selection.parent_run_id if log_artifacts else None
     if parent:

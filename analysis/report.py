@@ -1,17 +1,39 @@
-"""The Markdown report: what was analysed, the statistics with the numbers behind every verdict, the
-figures (and why any was skipped) and the results table."""
+"""The Markdown report: what was analysed and how it was pooled, the rules every verdict follows (α, Holm
+families, minimum effect, convergence, token cap, rFID sample size), then each analysis with the numbers
+behind its verdict (:mod:`analysis.report_sections`), the figures and the results table."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import pandas as pd
 
+from benchmark import keys
+from benchmark.fid import MIN_UNBIASED_IMAGES
+
+from . import report_sections as sections
 from .figures import FigureResult
-from .statistics import ALPHA, EXACT_SPEARMAN_MAX_N, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, WILCOXON_MIN_PAIRS, Association
-from .tables import format_number, markdown_table, results_markdown
+from .pooling import BUDGET_FIELDS, Pooling
+from .statistics import ALPHA, EXACT_SPEARMAN_MAX_N
+from .tables import TOKENS_PER_CODE, ceiling_table, markdown_table, results_markdown
+from .trends import MIN_DROP_ABSOLUTE, MIN_DROP_FRACTION
 
 
-def _status_counts(all_runs: pd.DataFrame, used: pd.Series) -> list[str]:
+@dataclass
+class Findings:
+    """Every statistic the report shows (tables from analysis.trends/comparisons/mechanism/checkpoints)."""
+
+    metric: str                 # the utilization column verdicts use
+    trends: pd.DataFrame
+    comparisons: pd.DataFrame
+    controls: pd.DataFrame
+    associations: pd.DataFrame
+    movement: pd.DataFrame
+    pooling: Pooling
+
+
+def _status_counts(all_runs: pd.DataFrame, used: pd.Series, analysed: int) -> list[str]:
     counts = all_runs["status"].value_counts()
-    lines = [f"- {len(all_runs)} trial runs in the selection; **{int(used.sum())} FINISHED runs used** in the "
+    lines = [f"- {len(all_runs)} trial runs in the selection; **{analysed} FINISHED runs used** in the "
              "figures and statistics."]
     others = {status: int(n) for status, n in counts.items() if status != "FINISHED"}
     if others:
@@ -22,67 +44,71 @@ def _status_counts(all_runs: pd.DataFrame, used: pd.Series) -> list[str]:
     return lines
 
 
-def _setup_lines(frame: pd.DataFrame) -> list[str]:
-    lines = []
-    for column, label in [("dataset", "dataset"), ("steps", "steps"), ("batch_size", "batch size")]:
-        values = sorted(str(v) for v in frame[column].dropna().unique())
-        if values:
-            lines.append(f"{label} {', '.join(values)}")
+def _setup_lines(frame: pd.DataFrame, pooling: Pooling) -> list[str]:
+    budget = [f"{c} {', '.join(sorted(str(v) for v in frame[c].dropna().unique()))}"
+              for c in BUDGET_FIELDS if c in frame and frame[c].notna().any() and "digest" not in c]
+    text = [f"- {pooling.sentence()}",
+            f"- One budget for every run (checked: {', '.join(BUDGET_FIELDS)}): {'; '.join(budget) or 'not recorded'}."]
     seeds = frame.groupby(["quantizer", "codebook_size_requested", "latent_dim"])["seed"].nunique()
-    text = [f"- Budget and data: {'; '.join(lines)}." if lines else "- Budget and data: not recorded."]
     if len(seeds):
         text.append(f"- Quantizers: {', '.join(sorted(frame['quantizer'].unique()))}; codebook sizes requested: "
                     f"{', '.join(str(int(k)) for k in sorted(frame['codebook_size_requested'].unique()))}; "
                     f"latent dims: {', '.join(str(int(d)) for d in sorted(frame['latent_dim'].dropna().unique()))}; "
                     f"seeds per (quantizer, K, latent dim): {int(seeds.min())}–{int(seeds.max())}.")
-    if frame["rfid"].notna().any():
-        counts = sorted(str(int(n)) for n in frame["fid_samples"].dropna().unique())
-        text.append(f"- rFID/rKID use {', '.join(counts) or 'an unrecorded number of'} test images per trial: "
-                    "FID is biased upward at small sample counts, so compare rFID only within this table.")
     return text
 
 
-def _trend_section(trends: pd.DataFrame) -> list[str]:
-    lines = ["## Does utilization collapse as the codebook grows?", "",
-             "Spearman ρ between test-set utilization and log2 K over every finished trial of each quantizer "
-             f"(all seeds and latent dims). Verdict \"collapses with size\" only when ρ < 0 and p < {ALPHA}. "
-             f"p is exact (all pairings enumerated) up to {EXACT_SPEARMAN_MAX_N} trials, asymptotic above.", ""]
-    if trends.empty:
-        return lines + ["No quantizer has utilization at two or more codebook sizes.", ""]
-    shown = trends.rename(columns={"n": "trials", "n_sizes": "sizes", "mean_at_smallest": "mean at smallest K",
-                                   "mean_at_largest": "mean at largest K", "rho": "ρ"})
-    return lines + [markdown_table(shown), ""]
+def _rules(findings: Findings) -> list[str]:
+    families = [("trend", findings.trends, "the Spearman tests of the size-trend table, one per quantizer"),
+                ("comparison", findings.comparisons, "the paired t-tests of the simvq-vs-others table"),
+                ("controls", findings.controls, "the paired t-tests of the control table"),
+                ("mechanism", findings.associations, "the probe–utilization correlations (per quantizer and pooled)")]
+    listed = "; ".join(f"**{name}** ({int(table['p'].notna().sum()) if 'p' in table else 0} tests: {what})"
+                       for name, table, what in families)
+    metric = ("utilization / uniform ceiling (`utilization_relative`), so a fall the token count forces on "
+              "a perfect quantizer is not counted as collapse" if findings.metric == "utilization_relative"
+              else "raw `utilization` (no ceiling was logged; sizes with tokens < 10·K are flagged)")
+    return ["## How to read the verdicts", "",
+            f"- α = {ALPHA}. Every p-value comes with an effect size and its 95% CI. Verdicts use **Holm-adjusted** "
+            f"p-values (Holm 1979), adjusted within each family: {listed}. CIs are per test (not adjusted).",
+            "- Differences are **paired by seed only** (same K, latent dim and seed); n is the number of seeds. "
+            "Their CI is the Student-t interval of the same mean and standard error the paired t-test uses, so "
+            "it excludes 0 exactly when the unadjusted p < 0.05, at any n. n < 2: \"insufficient seeds\", no p.",
+            f"- Utilization in every verdict: {metric}.",
+            f"- Size trend: Spearman ρ with log2 K (exact p up to {EXACT_SPEARMAN_MAX_N} points, asymptotic above), "
+            "each point one (seed, K) averaged over latent dims. **Minimum effect**: the drop from the smallest "
+            f"to the largest K must reach min({MIN_DROP_ABSOLUTE}, {MIN_DROP_FRACTION} × the utilization at the "
+            "smallest K) to be called \"collapses with size\" (and Holm p < α); \"no meaningful trend\" when the "
+            "drop's CI lies inside ± that minimum; \"add seeds\" otherwise, with the smallest p the design can "
+            "reach given its ties (e.g. 4 sizes × 1 seed: 2/4! = 0.083).",
+            f"- **Convergence**: a trial is converged when utilization changed by at most "
+            f"{keys.CONVERGENCE_TOLERANCE:.0%} (relative) over its last doubling of training samples. Where a trial "
+            "at the largest K has not converged, a fall with size reads \"not converged at this budget\", not "
+            "\"collapses\"; figures draw unconverged points hollow (×: in the phase diagram).",
+            f"- **Token cap**: where the test tokens N < {TOKENS_PER_CODE}·K, utilization is capped by N "
+            "(a uniform quantizer reads 1 − (1 − 1/K)^N); such sizes are marked \"capped\".",
+            "- `probe/codes_with_gradient` is never evidence: by construction it is VQ's batch utilization and "
+            "SimVQ's constant 1.0.", ""]
 
 
-def _comparison_section(comparisons: pd.DataFrame, reference: str, reference_present: bool) -> list[str]:
-    lines = [f"## {reference} vs each other quantizer (utilization, paired over seeds)", ""]
-    if not reference_present:
-        return lines + [f"No finished {reference} runs in this selection: no comparison.", ""]
-    if comparisons.empty:
-        return lines + [f"No other quantizer shares a codebook size with {reference}.", ""]
-    lines += [
-        f"Difference = {reference} − other, per pair of trials with the same seed (and latent dim when both "
-        "quantizers ran it; otherwise each is averaged over its latent dims). n is the number of pairs. "
-        f"Test: paired t-test for 2 ≤ n < {WILCOXON_MIN_PAIRS} (the exact Wilcoxon signed-rank test cannot "
-        f"reach p < {ALPHA} with fewer than {WILCOXON_MIN_PAIRS} pairs, so the t-test, which assumes normally "
-        f"distributed differences, is the only usable one); Wilcoxon signed-rank (no normality assumption) for "
-        f"n ≥ {WILCOXON_MIN_PAIRS}; none for n < 2 (\"insufficient seeds\"). CI: 95% percentile bootstrap of "
-        f"the mean difference ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}).", "",
-    ]
-    shown = comparisons.drop(columns=["reference"]).rename(columns={
-        "codebook_size_requested": "K", "reference_mean": f"{reference} mean", "other_mean": "other mean",
-        "mean_difference": "difference", "ci_low": "CI low", "ci_high": "CI high"})
-    return lines + [markdown_table(shown), ""]
+def _rfid_lines(frame: pd.DataFrame) -> list[str]:
+    if "rfid" not in frame or frame["rfid"].isna().all():
+        counts = ", ".join(sorted(str(int(n)) for n in frame["fid_samples"].dropna().unique())) or "not recorded"
+        return [f"- rFID/rKID were **not computed** (fid_samples = {counts}): this report makes no rFID claim."]
+    column = "rfid_samples" if "rfid_samples" in frame and frame["rfid_samples"].notna().any() else "fid_samples"
+    images = int(frame[column].dropna().min()) if frame[column].notna().any() else 0
+    if images < MIN_UNBIASED_IMAGES:
+        return [f"- rFID/rKID on **{images or 'an unrecorded number of'} images** (< {MIN_UNBIASED_IMAGES}, "
+                "`benchmark.fid.MIN_UNBIASED_IMAGES`): biased upward and dominated by small-sample error, so at "
+                "this count rFID **carries no signal** between methods; no verdict uses it."]
+    return [f"- rFID/rKID on {images} images (≥ {MIN_UNBIASED_IMAGES}); compare only at equal image counts."]
 
 
-def _mechanism_section(association: Association) -> list[str]:
-    return [
-        "## Does gradient coverage predict utilization? (the paper's mechanism)", "",
-        "Spearman ρ across trials between gradient coverage (mean over training of the fraction of codes a "
-        "step moves) and final test-set utilization; trials without a coverage curve are left out.", "",
-        f"- n = {association.n} trials, ρ = {format_number(association.rho)}, p = {format_number(association.p)}: "
-        f"**{association.verdict}**.", "",
-    ]
+def _validity(frame: pd.DataFrame) -> list[str]:
+    return ["## Measurement validity", "",
+            f"Utilization and perplexity beside their uniform ceilings (means over runs; \"capped\": tokens < "
+            f"{TOKENS_PER_CODE}·K, where the token count, not collapse, limits utilization).", "",
+            markdown_table(ceiling_table(frame)), "", *_rfid_lines(frame), ""]
 
 
 def _figure_section(figures: list[FigureResult]) -> list[str]:
@@ -97,16 +123,18 @@ def _figure_section(figures: list[FigureResult]) -> list[str]:
 
 
 def build_report(description: str, tracking_uri: str, all_runs: pd.DataFrame, used: pd.Series,
-                 trends: pd.DataFrame, comparisons: pd.DataFrame, association: Association,
-                 figures: list[FigureResult], table: pd.DataFrame, reference: str = "simvq") -> str:
-    """The whole report as Markdown text."""
-    frame = all_runs[used]
+                 frame: pd.DataFrame, findings: Findings, figures: list[FigureResult], table: pd.DataFrame) -> str:
+    """The whole report as Markdown text; ``frame`` holds the runs analysed (after pooling)."""
     lines = ["# vqbench: representation collapse report", "",
              f"Selection: {description}. Tracking store: `{tracking_uri}`.", ""]
-    lines += ["## Runs", "", *_status_counts(all_runs, used), *_setup_lines(frame), ""]
-    lines += _trend_section(trends)
-    lines += _comparison_section(comparisons, reference, bool((frame["quantizer"] == reference).any()))
-    lines += _mechanism_section(association)
+    lines += ["## Runs", "", *_status_counts(all_runs, used, len(frame)), *_setup_lines(frame, findings.pooling), ""]
+    lines += _rules(findings)
+    lines += _validity(frame)
+    lines += sections.trend_section(findings.trends)
+    lines += sections.comparison_section(findings.comparisons, bool((frame["quantizer"] == "simvq").any()))
+    lines += sections.control_section(findings.controls)
+    lines += sections.movement_section(findings.movement, findings.metric)
+    lines += sections.mechanism_section(findings.associations)
     lines += _figure_section(figures)
     lines += ["## Results table", "",
               "Mean ± standard deviation over seeds (– where missing; no ± with one seed). K is the real codebook "

@@ -21,8 +21,9 @@ PARENT_RUN_TAG = "mlflow.parentRunId"   # MLflow's own tag on child runs
 FINISHED = "FINISHED"
 
 # Final metrics as DataFrame columns: the MLflow key without its prefix ("eval/rfid" -> "rfid",
-# "cost/wall_time_s" -> "wall_time_s"). Every key in keys.FINAL has a distinct suffix.
-FINAL_COLUMNS: dict[str, str] = {key: key.split("/", 1)[1] for key in keys.FINAL}
+# "cost/wall_time_s" -> "wall_time_s"), except where two keys share a suffix.
+_COLUMN_OVERRIDES = {keys.EVAL_SAMPLES_SEEN: "eval_samples_seen"}   # cost/samples_seen keeps "samples_seen"
+FINAL_COLUMNS: dict[str, str] = {key: _COLUMN_OVERRIDES.get(key, key.split("/", 1)[1]) for key in keys.FINAL}
 assert len(set(FINAL_COLUMNS.values())) == len(FINAL_COLUMNS), "final metric names must stay distinct"
 
 # Config fields read as integers (params are strings in MLflow) and the tag that backs each up.
@@ -34,7 +35,18 @@ _INT_FIELDS = {
     "batch_size": None,
     "fid_samples": None,
     "eval_samples": None,
+    "width": None,
+    "image_size": None,
+    "num_res_blocks": None,
+    "num_downsamples": None,
+    "warmup_steps": None,
 }
+_FLOAT_PARAMS = ["lr", "weight_decay"]
+# Params kept as logged (strings), and tags: the budget and identity columns pooling checks.
+_TEXT_PARAMS = ["optimizer", keys.PARAM_EVAL_INDICES_DIGEST, keys.PARAM_FID_INDICES_DIGEST,
+                keys.PARAM_FID_WEIGHTS_DIGEST]
+_TEXT_TAGS = {"trial_key": keys.TAG_TRIAL_KEY, "sweep": keys.TAG_SWEEP, "parent_run_id": PARENT_RUN_TAG}
+QUANTIZER_OPTION_PREFIX = "quantizer_options."
 
 
 @dataclass
@@ -55,17 +67,22 @@ def _experiment_listing(client: MlflowClient) -> str:
     return f"experiments in the tracking store: {names}"
 
 
-def _search(experiment_ids: list[str], filter_string: str, order_by: list[str] | None = None,
-            max_results: int | None = None) -> list[Run]:
-    import mlflow
+def _search(client: MlflowClient, experiment_ids: list[str], filter_string: str,
+            order_by: list[str] | None = None, max_results: int | None = None) -> list[Run]:
+    """Every matching run (page by page), through ``client`` so its tracking URI is the one searched."""
+    found: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string, order_by=order_by, page_token=token,
+                                  max_results=min(max_results or 1000, 1000))
+        found += list(page)
+        token = page.token
+        if not token or (max_results and len(found) >= max_results):
+            return found[:max_results] if max_results else found
 
-    kwargs = {"max_results": max_results} if max_results else {}
-    return mlflow.search_runs(experiment_ids=experiment_ids, filter_string=filter_string,
-                              order_by=order_by, output_format="list", **kwargs)
 
-
-def _children_of(parent: Run) -> list[Run]:
-    children = _search([parent.info.experiment_id], f"tags.`{PARENT_RUN_TAG}` = '{parent.info.run_id}'")
+def _children_of(client: MlflowClient, parent: Run) -> list[Run]:
+    children = _search(client, [parent.info.experiment_id], f"tags.`{PARENT_RUN_TAG}` = '{parent.info.run_id}'")
     return [run for run in children if run.data.tags.get(keys.TAG_KIND, KIND_TRIAL) != KIND_SWEEP]
 
 
@@ -85,28 +102,41 @@ def select_runs(client: MlflowClient, experiment: str | None = None, sweep: str 
             parent = client.get_run(sweep)
         except Exception as error:  # MlflowException for an unknown id; its text says why
             raise ValueError(f"--sweep {sweep!r}: no such run in the tracking store ({error})") from None
-        return RunSelection(_describe_sweep(client, parent), _children_of(parent), parent.info.run_id,
+        return RunSelection(_describe_sweep(client, parent), _children_of(client, parent), parent.info.run_id,
                             [parent.info.experiment_id])
     if experiment:
         found = client.get_experiment_by_name(experiment)
         if found is None:
             raise ValueError(f"--experiment {experiment!r} does not exist; {_experiment_listing(client)}")
-        runs = [run for run in _search([found.experiment_id], "")
+        runs = [run for run in _search(client, [found.experiment_id], "")
                 if run.data.tags.get(keys.TAG_KIND) != KIND_SWEEP]
         parents = {run.data.tags.get(PARENT_RUN_TAG) for run in runs}
         # Artifacts go to the sweep's parent only when every trial belongs to that one sweep.
         parent_id = parents.pop() if len(parents) == 1 else None
         return RunSelection(f"experiment {experiment!r}", runs, parent_id, [found.experiment_id])
-    import mlflow
-
-    latest = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.`{keys.TAG_KIND}` = '{KIND_SWEEP}'",
-                                order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+    experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    latest = _search(client, experiment_ids, f"tags.`{keys.TAG_KIND}` = '{KIND_SWEEP}'",
+                     order_by=["attributes.start_time DESC"], max_results=1) if experiment_ids else []
     if not latest:
         raise ValueError("no sweep parent run (tag vqbench.kind = 'sweep') in the tracking store; "
                          f"pass --experiment NAME or --sweep RUN_ID. {_experiment_listing(client)}")
     parent = latest[0]
-    return RunSelection(_describe_sweep(client, parent), _children_of(parent), parent.info.run_id,
+    return RunSelection(_describe_sweep(client, parent), _children_of(client, parent), parent.info.run_id,
                         [parent.info.experiment_id])
+
+
+def _as_float(value: str | None) -> float:
+    try:
+        return float(value) if value not in (None, "", "None") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def _converged(metrics: dict, tags: dict) -> float:
+    """1.0 / 0.0 from eval/converged, else from the tag ("yes"/"no"); NaN when neither was logged."""
+    if keys.EVAL_CONVERGED in metrics:
+        return float(metrics[keys.EVAL_CONVERGED])
+    return {"yes": 1.0, "no": 0.0}.get(str(tags.get(keys.TAG_CONVERGED, "")).lower(), math.nan)
 
 
 def _as_int(value: str | None) -> int | None:
@@ -121,8 +151,10 @@ def _as_int(value: str | None) -> int | None:
 
 def runs_frame(runs: list[Run]) -> pd.DataFrame:
     """One row per run: run_id, status, quantizer, codebook_size (the real size), codebook_size_requested,
-    latent_dim, seed, dataset, budget fields, and each final metric under its short name (NaN when
-    missing). Config values come from params, falling back to the trial tags."""
+    latent_dim, seed, dataset, budget fields, quantizer options (one string), trial_key, sweep,
+    parent_run_id, converged (1/0/NaN) and each final metric under its short name (NaN when missing).
+    Config values come from params, falling back to the trial tags. ``metric_keys`` holds the set of
+    metric keys the run has, so curves are fetched only where they exist."""
     rows = []
     for run in runs:
         params, tags = run.data.params, run.data.tags
@@ -138,11 +170,19 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
             row[name] = _as_int(params.get(name) or (tags.get(tag) if tag else None))
         requested = _as_int(params.get(keys.PARAM_CODEBOOK_SIZE_REQUESTED))
         row["codebook_size_requested"] = requested if requested is not None else row["codebook_size"]
+        row.update({name: _as_float(params.get(name)) for name in _FLOAT_PARAMS})
+        row.update({name: params.get(name) for name in _TEXT_PARAMS})
+        row.update({name: tags.get(tag) for name, tag in _TEXT_TAGS.items()})
+        row["quantizer_options"] = ", ".join(f"{k[len(QUANTIZER_OPTION_PREFIX):]}={v}" for k, v in sorted(params.items())
+                                             if k.startswith(QUANTIZER_OPTION_PREFIX))
         for key, column in FINAL_COLUMNS.items():
             row[column] = run.data.metrics.get(key, math.nan)
+        row["converged"] = _converged(run.data.metrics, tags)
+        row["metric_keys"] = frozenset(run.data.metrics)
         rows.append(row)
     columns = ["run_id", "run_name", "status", "start_time", "quantizer", "dataset", *_INT_FIELDS,
-               "codebook_size_requested", *FINAL_COLUMNS.values()]
+               "codebook_size_requested", *_FLOAT_PARAMS, *_TEXT_PARAMS, *_TEXT_TAGS, "quantizer_options",
+               *FINAL_COLUMNS.values(), "metric_keys"]
     frame = pd.DataFrame(rows, columns=columns)
     for name in [*_INT_FIELDS, "codebook_size_requested"]:
         frame[name] = frame[name].astype("Int64")
@@ -156,12 +196,15 @@ def usable(frame: pd.DataFrame) -> pd.Series:
 
 
 def load_histories(client: MlflowClient, run_ids: list[str], metric_keys: list[str],
-                   max_workers: int = 4) -> pd.DataFrame:
+                   max_workers: int = 4, available: dict[str, frozenset] | None = None) -> pd.DataFrame:
     """Long-form curves: columns run_id, key, step, value (one row per logged point).
 
     MLflow 3's public client has no batch history call (the bulk endpoints are UI-only REST routes that
-    subsample), so this asks ``get_metric_history`` per run and key, a few at a time."""
-    pairs = [(run_id, key) for run_id in run_ids for key in metric_keys]
+    subsample), so this asks ``get_metric_history`` per run and key, a few at a time. ``available``
+    (run id -> the metric keys the run holds, ``runs_frame``'s ``metric_keys``) skips the calls for curves
+    a run never logged: FSQ/LFQ have no probes, and a run without rFID no rFID."""
+    pairs = [(run_id, key) for run_id in run_ids for key in metric_keys
+             if available is None or key in available.get(run_id, frozenset({key}))]
 
     def fetch(pair: tuple[str, str]) -> list[tuple[str, str, int, float]]:
         run_id, key = pair

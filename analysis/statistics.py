@@ -1,11 +1,15 @@
-"""The statistics behind vqbench's verdicts (scipy), each a plain function over a runs DataFrame.
+"""The statistical primitives behind vqbench's verdicts (scipy), each a plain function over numbers.
 
-They test the SimVQ paper's claims (Zhu et al. 2024, arXiv 2411.02038): vanilla VQ's utilization falls as
-the codebook grows (Sec. 3, "representation collapse"); reparameterizing the codebook as C·W keeps it
-high (Sec. 4); the mechanism is that VQ's loss only moves the selected codes (disjoint optimization), so
-the fraction of codes a step moves (gradient coverage) should go with utilization.
+The verdicts themselves live by job: :mod:`analysis.trends` (utilization vs codebook size),
+:mod:`analysis.comparisons` (SimVQ vs the others and the controls), :mod:`analysis.mechanism` (probes vs
+utilization). Three rules hold everywhere (issue 12):
 
-Input frames are rows of FINISHED runs as built by :func:`analysis.runs.runs_frame` (one per trial).
+- every p-value comes with an effect size and its 95% CI, and the CI is *consistent with the test*: a
+  paired t-test is reported with the Student-t interval of the same mean and standard error, so at any n
+  the CI excludes 0 exactly when p < ALPHA (a percentile bootstrap at n ≤ 5 can exclude 0 while the t-test
+  says p = 0.2);
+- p-values are Holm-adjusted within each family of tests (the report names each family);
+- a sample is one seed (``seed`` plus ``replicate``, which is 0 unless repeats are explicitly allowed).
 """
 from __future__ import annotations
 
@@ -17,19 +21,21 @@ import pandas as pd
 from scipy import stats
 
 ALPHA = 0.05
+CONFIDENCE = 0.95
 #: Up to this many points the Spearman p-value is exact: all n! pairings are enumerated. SciPy's default
 #: t-approximation is only asymptotic: for n = 4 points with rho = -1 it reports p = 0, where the exact
 #: two-sided p is 2/24 = 0.083. Above this size, the approximation is used.
 EXACT_SPEARMAN_MAX_N = 9
-CONFIDENCE = 0.95
-BOOTSTRAP_RESAMPLES = 9999
-BOOTSTRAP_SEED = 0          # fixed so that the report is the same every time it is regenerated
-# Below this many pairs the exact two-sided Wilcoxon p-value cannot go below 2 / 2**n = 0.0625 > ALPHA.
-WILCOXON_MIN_PAIRS = 6
+#: Columns that identify one sample: a seed, and the repeat of that seed (0 unless repeats are allowed).
+SAMPLE = ["seed", "replicate"]
+
+
+def sample_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in SAMPLE if c in frame]
 
 
 def mean_ci(values) -> tuple[float, float, float, int]:
-    """Mean and Student-t 95% interval over seeds: (mean, low, high, n); the interval is NaN for n < 2."""
+    """Mean and Student-t 95% interval: (mean, low, high, n); the interval is NaN for n < 2."""
     array = np.asarray(pd.Series(values, dtype=float).dropna(), dtype=float)
     n = len(array)
     if n == 0:
@@ -52,10 +58,25 @@ def summarize(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*by, "mean", "ci_low", "ci_high", "n"])
 
 
-# ---------------------------------------------------------------- utilization vs codebook size
-TREND_COLUMNS = ["quantizer", "n", "n_sizes", "mean_at_smallest", "mean_at_largest", "rho", "p", "verdict"]
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjustment (Holm 1979) of one family of p-values; NaN entries (no test) stay NaN
+    and do not count towards the family size.
+
+    Written here (ten lines) rather than taken from statsmodels, which vqbench does not depend on:
+    sort the m p-values, multiply the i-th smallest (0-based) by m − i, carry the running maximum so the
+    adjusted values keep the raw order, cap at 1. Example: [0.01, 0.04, 0.03] -> [0.03, 0.06, 0.06]."""
+    p = np.asarray(pvalues, dtype=float)
+    adjusted = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    m = len(finite)
+    if m:
+        order = finite[np.argsort(p[finite], kind="stable")]
+        steps = (m - np.arange(m)) * p[order]
+        adjusted[order] = np.minimum(1.0, np.maximum.accumulate(steps))
+    return adjusted
 
 
+# ---------------------------------------------------------------- rank correlation
 def spearman(x, y) -> tuple[float, float]:
     """Spearman rho and its two-sided p-value: exact (every pairing of the ranks) for up to
     EXACT_SPEARMAN_MAX_N points, SciPy's t-approximation above. Ties get average ranks, as in spearmanr."""
@@ -76,183 +97,69 @@ def spearman(x, y) -> tuple[float, float]:
     return rho, float(exact.pvalue)
 
 
-def size_trends(frame: pd.DataFrame, metric: str = "utilization") -> pd.DataFrame:
-    """Per quantizer: Spearman ρ of ``metric`` with log2 of the real codebook size over all its trials.
-
-    Columns: quantizer, n (trials), n_sizes, mean at the smallest and at the largest size (the effect's
-    magnitude), rho, p, verdict. "collapses with size" only when ρ < 0 and p < ALPHA."""
-    rows = []
-    for quantizer, part in frame.dropna(subset=[metric, "codebook_size"]).groupby("quantizer", sort=True):
-        log2_size = np.log2(part["codebook_size"].astype(float).to_numpy())
-        values = part[metric].astype(float).to_numpy()
-        n, n_sizes = len(values), len(np.unique(log2_size))
-        rho = p = math.nan
-        if n_sizes < 2:
-            verdict = "insufficient data: one codebook size"
-        elif n < 3:
-            verdict = f"insufficient data: {n} trials"
-        elif np.ptp(values) == 0:
-            verdict = f"no trend: {metric} is {values[0]:.4g} at every size"
-        else:
-            rho, p = spearman(log2_size, values)
-            if p < ALPHA:
-                verdict = "collapses with size" if rho < 0 else f"{metric} rises with size"
-            else:
-                direction = "falls" if rho < 0 else "rises"
-                verdict = f"no significant trend ({metric} {direction} with size, p >= {ALPHA}"
-                if 2 / math.factorial(n) >= ALPHA:
-                    verdict += f"; {n} trials cannot reach p < {ALPHA}: add seeds"
-                verdict += ")"
-        rows.append({"quantizer": quantizer, "n": n, "n_sizes": n_sizes,
-                     "mean_at_smallest": float(values[log2_size == log2_size.min()].mean()),
-                     "mean_at_largest": float(values[log2_size == log2_size.max()].mean()),
-                     "rho": rho, "p": p, "verdict": verdict})
-    return pd.DataFrame(rows, columns=TREND_COLUMNS)
+def smallest_exact_spearman_p(tie_counts) -> float:
+    """The smallest two-sided exact Spearman p any outcome can reach when x has these tie groups (e.g.
+    4 codebook sizes × 3 seeds -> [3, 3, 3, 3]) and y has no ties: 2 / (n! / ∏ c!), the two extreme
+    orderings among the distinguishable arrangements. With 4 sizes × 1 seed it is 2/24 = 0.083; with 2
+    sizes × 3 seeds 2·3!·3!/6! = 0.1, so no result of that design can be significant at 0.05."""
+    counts = [int(c) for c in tie_counts if c]
+    n = sum(counts)
+    if n < 2:
+        return 1.0
+    log_arrangements = math.lgamma(n + 1) - sum(math.lgamma(c + 1) for c in counts)
+    return min(1.0, 2.0 * math.exp(-log_arrangements))
 
 
+def seeds_needed(n_sizes: int, alpha: float = ALPHA, most: int = 50) -> int | None:
+    """The fewest samples per size for which :func:`smallest_exact_spearman_p` drops below ``alpha``."""
+    for per_size in range(1, most + 1):
+        if smallest_exact_spearman_p([per_size] * n_sizes) < alpha:
+            return per_size
+    return None
 
-# ---------------------------------------------------------------- paired comparisons
+
+def spearman_ci(rho: float, n: int) -> tuple[float, float]:
+    """95% CI of Spearman's rho by Fisher's z with the Bonett & Wright (2000) standard error
+    sqrt((1 + rho²/2) / (n − 3)); NaN below 4 points. |rho| = 1 is pulled in by 1e-9 so z stays finite."""
+    if n < 4 or not math.isfinite(rho):
+        return math.nan, math.nan
+    z = math.atanh(max(-1 + 1e-9, min(1 - 1e-9, rho)))
+    half = stats.norm.ppf(0.5 + CONFIDENCE / 2) * math.sqrt((1 + rho * rho / 2) / (n - 3))
+    return math.tanh(z - half), math.tanh(z + half)
+
+
+# ---------------------------------------------------------------- paired differences
 @dataclass
 class PairedTest:
-    """A paired comparison of ``n`` differences (reference − other)."""
+    """A paired t-test of ``n`` differences (a − b), with the t-interval of their mean."""
 
     n: int
     mean_difference: float
-    test: str                  # "paired t-test", "Wilcoxon signed-rank", or "none"
-    statistic: float
+    statistic: float           # t
     p: float
-    ci_low: float              # bootstrap 95% CI of the mean difference (percentile method)
+    ci_low: float              # Student-t 95% CI of the mean difference: excludes 0 iff p < ALPHA
     ci_high: float
-    note: str                  # why this test, or why there is none
+    note: str                  # why there is no test, when there is none
 
 
 def paired_test(differences) -> PairedTest:
-    """Test whether the mean of paired differences is zero, with a test suited to n.
+    """Paired t-test of whether the mean difference is zero, and the t-interval of that mean.
 
-    n < 2: none ("insufficient seeds"). 2 ≤ n < 6: paired t-test (assumes normal differences), because
-    the exact Wilcoxon test cannot reach p < 0.05 with so few pairs. n ≥ 6: Wilcoxon signed-rank, which
-    needs no normality. The CI is a percentile bootstrap (BCa is unstable at these n) with a fixed seed.
-    ``scipy.stats.ttest_1samp(d, 0)`` equals ``ttest_rel(a, b)`` and ``wilcoxon(d)`` equals
-    ``wilcoxon(a, b)`` for d = a − b."""
+    ``stats.ttest_1samp(d, 0)`` equals ``ttest_rel(a, b)`` for d = a − b. The interval uses the same
+    mean, standard error and t quantile as the test, so the two never disagree. n < 2: no test
+    ("insufficient seeds"); identical differences (up to rounding): no variance, no test (the CI is the
+    single value)."""
     d = np.asarray(differences, dtype=float)
     d = d[np.isfinite(d)]
     n = len(d)
     if n == 0:
-        return PairedTest(0, math.nan, "none", math.nan, math.nan, math.nan, math.nan, "no pairs")
+        return PairedTest(0, math.nan, math.nan, math.nan, math.nan, math.nan, "no pairs")
     mean = float(d.mean())
     if n < 2:
-        return PairedTest(n, mean, "none", math.nan, math.nan, math.nan, math.nan, "insufficient seeds (n = 1)")
-    if np.ptp(d) == 0:
-        return PairedTest(n, mean, "none", math.nan, math.nan, mean, mean,
+        return PairedTest(n, mean, math.nan, math.nan, math.nan, math.nan, f"insufficient seeds (n = {n})")
+    if np.ptp(d) <= 1e-12 * max(1.0, float(np.abs(d).max())):   # equal up to rounding: t would be noise
+        return PairedTest(n, mean, math.nan, math.nan, mean, mean,
                           f"every difference equals {mean:.4g}: no variance to test")
-    if n < WILCOXON_MIN_PAIRS:
-        result = stats.ttest_1samp(d, 0.0)
-        test, note = "paired t-test", f"n = {n} < {WILCOXON_MIN_PAIRS}: exact Wilcoxon cannot reach p < {ALPHA}"
-    else:
-        result = stats.wilcoxon(d)
-        test, note = "Wilcoxon signed-rank", f"n = {n} ≥ {WILCOXON_MIN_PAIRS}: distribution-free"
-    interval = bootstrap_ci(d)
-    return PairedTest(n, mean, test, float(result.statistic), float(result.pvalue), interval[0], interval[1], note)
-
-
-def bootstrap_ci(values) -> tuple[float, float]:
-    """Percentile bootstrap 95% CI of the mean, BOOTSTRAP_RESAMPLES resamples, seed BOOTSTRAP_SEED."""
-    result = stats.bootstrap((np.asarray(values, dtype=float),), np.mean, n_resamples=BOOTSTRAP_RESAMPLES,
-                             confidence_level=CONFIDENCE, method="percentile",
-                             rng=np.random.default_rng(BOOTSTRAP_SEED))
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
-COMPARISON_COLUMNS = ["reference", "quantizer", "codebook_size_requested", "paired_on", "n",
-                      "reference_mean", "other_mean", "mean_difference", "ci_low", "ci_high",
-                      "test", "statistic", "p", "verdict"]
-
-
-def _pairs(reference: pd.DataFrame, other: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, str]:
-    """Paired values (columns ref, other) and a description of what pairs them.
-
-    Pairs are trials with the same seed and latent dim. When the two share no latent dim (FSQ and LFQ
-    may fix their own), each quantizer is averaged over its latent dims per seed and paired by seed."""
-    shared = set(reference["latent_dim"].dropna()) & set(other["latent_dim"].dropna())
-    if shared:
-        on = ["seed", "latent_dim"]
-        left = reference[reference["latent_dim"].isin(shared)]
-        right = other[other["latent_dim"].isin(shared)]
-        paired_on = "seed, latent dim"
-    else:
-        on = ["seed"]
-        left, right = reference, other
-        dims = lambda part: "/".join(str(v) for v in sorted(part["latent_dim"].dropna().unique()))  # noqa: E731
-        paired_on = f"seed (latent dims differ: {dims(reference)} vs {dims(other)})"
-    left = left.groupby(on)[metric].mean().rename("ref")
-    right = right.groupby(on)[metric].mean().rename("other")
-    return pd.concat([left, right], axis=1, join="inner").dropna(), paired_on
-
-
-def compare_to_reference(frame: pd.DataFrame, reference: str = "simvq", metric: str = "utilization") -> pd.DataFrame:
-    """``reference`` vs every other quantizer at each requested codebook size, paired over seeds.
-
-    One row per (other quantizer, requested size): n pairs, means, mean difference (reference − other)
-    with its bootstrap CI, the test from :func:`paired_test` and a verdict."""
-    data = frame.dropna(subset=[metric])
-    ref_runs = data[data["quantizer"] == reference]
-    rows = []
-    for (quantizer, size), other in data[data["quantizer"] != reference].groupby(
-            ["quantizer", "codebook_size_requested"], sort=True):
-        ref_at_size = ref_runs[ref_runs["codebook_size_requested"] == size]
-        if ref_at_size.empty:
-            continue
-        pairs, paired_on = _pairs(ref_at_size, other, metric)
-        result = paired_test(pairs["ref"] - pairs["other"])
-        if result.n < 2:
-            verdict = f"insufficient seeds (n = {result.n})"
-        elif result.test == "none":
-            verdict = ("identical in every pair" if result.mean_difference == 0 else
-                       f"every pair differs by {result.mean_difference:.4g} (no variance to test)")
-        elif result.p < ALPHA:
-            verdict = f"{reference} higher" if result.mean_difference > 0 else f"{reference} lower"
-        else:
-            verdict = "no significant difference"
-        rows.append({
-            "reference": reference, "quantizer": quantizer, "codebook_size_requested": int(size),
-            "paired_on": paired_on, "n": result.n,
-            "reference_mean": float(pairs["ref"].mean()) if result.n else math.nan,
-            "other_mean": float(pairs["other"].mean()) if result.n else math.nan,
-            "mean_difference": result.mean_difference, "ci_low": result.ci_low, "ci_high": result.ci_high,
-            "test": result.test, "statistic": result.statistic, "p": result.p, "verdict": verdict,
-        })
-    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
-
-
-# ---------------------------------------------------------------- the mechanism
-@dataclass
-class Association:
-    """Spearman association between two per-trial quantities."""
-
-    n: int
-    rho: float
-    p: float
-    verdict: str
-
-
-def coverage_predicts_utilization(frame: pd.DataFrame, coverage: str = "gradient_coverage_mean",
-                                  utilization: str = "utilization") -> Association:
-    """Spearman ρ across trials between gradient coverage (mean over training) and final utilization.
-
-    The paper's mechanism predicts ρ > 0: quantizers whose steps move more of the codebook use more of it.
-    Trials without a coverage curve (FSQ/LFQ have no learned codebook) are left out."""
-    data = frame.dropna(subset=[coverage, utilization])
-    x, y = data[coverage].astype(float).to_numpy(), data[utilization].astype(float).to_numpy()
-    n = len(data)
-    if n < 3:
-        return Association(n, math.nan, math.nan, f"insufficient data: {n} trials with gradient coverage")
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return Association(n, math.nan, math.nan, "no test: coverage or utilization is constant across trials")
-    rho, p = spearman(x, y)
-    if p >= ALPHA:
-        verdict = "no significant association"
-    elif rho > 0:
-        verdict = "higher gradient coverage goes with higher utilization (supports the mechanism)"
-    else:
-        verdict = "higher gradient coverage goes with lower utilization (contradicts the mechanism)"
-    return Association(n, rho, p, verdict)
+    result = stats.ttest_1samp(d, 0.0)
+    _, low, high, _ = mean_ci(d)
+    return PairedTest(n, mean, float(result.statistic), float(result.pvalue), low, high, "")

@@ -1,0 +1,169 @@
+"""The statistics behind the verdicts (issue 12): Holm, CIs consistent with their test, the trend verdict's
+minimum effect, ties in the "add seeds" hint, and the pooling rules on real MLflow stores."""
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from scipy import stats
+
+from analysis import statistics as st
+from analysis.pipeline import analysed_runs
+from analysis.pooling import check_poolable, drop_repeats
+from analysis.runs import select_runs
+from analysis.trends import (ADD_SEEDS, CAPPED, COLLAPSES, MIN_DROP_ABSOLUTE, NO_MEANINGFUL_TREND, NOT_CONVERGED,
+                             minimum_effect, size_trends)
+from benchmark.cli import main
+
+from .test_analysis_synthetic import log_sweep
+
+FOUR_SIZES = [256, 1024, 4096, 16384]
+
+
+def trend_frame(values: dict[int, list[float]], quantizer: str = "q", converged=1.0) -> pd.DataFrame:
+    """One run per (size, seed): values[size][seed]."""
+    rows = [{"quantizer": quantizer, "codebook_size": k, "codebook_size_requested": k, "latent_dim": 8, "seed": s,
+             "utilization": v, "converged": converged} for k, seeds in values.items() for s, v in enumerate(seeds)]
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- primitives
+def test_holm_equals_the_hand_computation():
+    # sorted 0.01, 0.03, 0.04 -> x3, x2, x1 = 0.03, 0.06, 0.04 -> running max 0.03, 0.06, 0.06
+    assert st.holm([0.01, 0.04, 0.03]).tolist() == pytest.approx([0.03, 0.06, 0.06])
+    adjusted = st.holm([0.2, math.nan, 0.01])   # no test: stays NaN, not counted in the family
+    assert np.isnan(adjusted[1]) and adjusted[[0, 2]].tolist() == pytest.approx([0.2, 0.02])
+    assert st.holm([0.5, 0.9]).tolist() == [1.0, 1.0] and st.holm([]).size == 0   # 2 × 0.5, capped at 1
+
+
+def test_paired_ci_excludes_zero_exactly_when_the_paired_t_test_rejects_at_n_3():
+    rng = np.random.default_rng(0)
+    outcomes = set()
+    for _ in range(300):
+        a, b = rng.normal(size=3), rng.normal(size=3) + rng.choice([0.0, 1.0, 3.0])
+        result = st.paired_test(a - b)
+        assert result.p == pytest.approx(stats.ttest_rel(a, b).pvalue)
+        excludes = result.ci_low > 0 or result.ci_high < 0
+        assert excludes == (result.p < st.ALPHA)
+        outcomes.add(excludes)
+    assert outcomes == {True, False}   # both cases were exercised
+    one = st.paired_test([0.3])
+    assert "insufficient seeds" in one.note and np.isnan(one.p) and np.isnan(one.ci_low)
+    constant = st.paired_test([0.2, 0.2, 0.2])
+    assert np.isnan(constant.p) and (constant.ci_low, constant.ci_high) == pytest.approx((0.2, 0.2))
+
+
+def test_smallest_attainable_spearman_p_accounts_for_ties():
+    assert st.smallest_exact_spearman_p([1, 1, 1, 1]) == pytest.approx(2 / 24)
+    assert st.smallest_exact_spearman_p([3, 3]) == pytest.approx(2 * 6 * 6 / 720)   # 0.1: never significant
+    assert st.smallest_exact_spearman_p([2, 2, 2, 2]) == pytest.approx(2 * 16 / 40320)
+    # the exact test itself reaches that floor for a perfect fall
+    x = np.repeat(np.log2(FOUR_SIZES[:2]), 3)
+    assert st.spearman(x, [0.9, 0.91, 0.92, 0.1, 0.11, 0.12])[1] == pytest.approx(0.1)
+    assert (st.seeds_needed(4), st.seeds_needed(3), st.seeds_needed(2)) == (2, 2, 4)
+
+
+def test_spearman_ci_is_fisher_z_with_the_bonett_wright_error():
+    low, high = st.spearman_ci(0.5, 20)
+    half = stats.norm.ppf(0.975) * math.sqrt((1 + 0.125) / 17)
+    assert (low, high) == pytest.approx((math.tanh(math.atanh(0.5) - half), math.tanh(math.atanh(0.5) + half)))
+    assert all(math.isnan(v) for v in st.spearman_ci(0.5, 3))
+
+
+# ---------------------------------------------------------------- the trend verdict
+def test_a_small_drop_is_no_meaningful_trend_and_a_large_one_collapses():
+    small = trend_frame({256: [0.978, 0.975, 0.981], 1024: [0.962, 0.960, 0.966], 4096: [0.948, 0.944, 0.951]},
+                        "simvq")
+    large = trend_frame({256: [0.90, 0.91, 0.89], 1024: [0.55, 0.52, 0.57], 4096: [0.20, 0.23, 0.19]}, "vq")
+    trends = size_trends(pd.concat([small, large])).set_index("quantizer")
+    assert (trends["metric"] == "utilization").all()
+    assert trends.loc["simvq", "p_holm"] < st.ALPHA                    # significant, yet:
+    assert trends.loc["simvq", "verdict"] == NO_MEANINGFUL_TREND       # 0.978 -> 0.948: the CI is inside ±0.2
+    assert trends.loc["simvq", "drop_ci_high"] < MIN_DROP_ABSOLUTE
+    assert trends.loc["vq", "verdict"] == COLLAPSES and trends.loc["vq", "drop"] == pytest.approx(0.7, abs=0.01)
+    assert trends["p_holm"].tolist() == pytest.approx(st.holm(trends["p"]).tolist())
+    assert minimum_effect(0.9) == MIN_DROP_ABSOLUTE and minimum_effect(0.15) == pytest.approx(0.075)
+
+
+def test_one_seed_at_four_sizes_asks_for_seeds_with_the_floor_it_cannot_beat():
+    row = size_trends(trend_frame({k: [v] for k, v in zip(FOUR_SIZES, [0.15, 0.04, 0.01, 0.003])})).iloc[0]
+    assert row["rho"] == pytest.approx(-1.0) and row["p"] == pytest.approx(2 / 24)
+    assert row["verdict"] == ADD_SEEDS
+    assert "smallest attainable exact p is 0.0833" in row["note"] and "2 seeds per size" in row["note"]
+    # two sizes x three seeds: ties make p >= 0.1 whatever the values (the old hint said 2/6! = 0.003)
+    row = size_trends(trend_frame({256: [0.9, 0.91, 0.92], 4096: [0.1, 0.11, 0.12]})).iloc[0]
+    assert row["p"] == pytest.approx(0.1) and row["verdict"] == ADD_SEEDS and "0.1 ≥ 0.05" in row["note"]
+
+
+def test_unconverged_largest_size_and_an_uncorrected_token_cap_replace_collapse():
+    values = {256: [0.90, 0.91, 0.89], 1024: [0.55, 0.52, 0.57], 4096: [0.20, 0.23, 0.19]}
+    stuck = trend_frame(values)
+    stuck.loc[stuck["codebook_size"] == 4096, "converged"] = [1.0, 0.0, 1.0]
+    row = size_trends(stuck).iloc[0]
+    assert row["verdict"] == NOT_CONVERGED and "1 of 3 trials at the largest K not converged" in row["note"]
+    capped = trend_frame(values).assign(tokens=16384.0)   # < 10 · 4096, and no ceiling logged
+    assert size_trends(capped).iloc[0]["verdict"] == CAPPED
+
+
+# ---------------------------------------------------------------- pooling, on real stores
+@pytest.fixture(scope="module")
+def empty_db(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("template")
+    MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}").search_experiments()   # creates the tables
+    return folder / "mlflow.db"
+
+
+@pytest.fixture
+def client(empty_db, tracking_uri, monkeypatch, tmp_path) -> MlflowClient:
+    shutil.copy(empty_db, tracking_uri.removeprefix("sqlite:///"))
+    monkeypatch.chdir(tmp_path)
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _one_seed_sweep(client: MlflowClient, name: str, steps: int = 40) -> str:
+    return log_sweep(client, experiment="repeats", quantizers=("vq",), sizes=FOUR_SIZES, seeds=[0], failed=0,
+                     steps=steps, name=name, artifact_location=str(Path.cwd() / "artifacts"))
+
+
+def test_identical_sweeps_are_one_seed_unless_repeats_are_allowed(client):
+    _one_seed_sweep(client, "first")
+    _one_seed_sweep(client, "second")
+    selection = select_runs(client, experiment="repeats")
+    _, _, frame, _, _, pooling = analysed_runs(client, selection)
+    assert len(frame) == 4 and pooling.repeats == 4 and set(frame["sweep"]) == {"second"}   # the latest kept
+    assert "same seed" in pooling.sentence()
+    row = size_trends(frame).iloc[0]
+    assert row["p"] == pytest.approx(2 / 24) and row["verdict"] == ADD_SEEDS   # not 0.0008
+    _, _, frame, _, _, pooling = analysed_runs(client, selection, allow_repeats=True)
+    assert len(frame) == 8 and sorted(frame["replicate"]) == [0] * 4 + [1] * 4
+    assert size_trends(frame).iloc[0]["p"] == pytest.approx(2 * 2 ** 4 / math.factorial(8))   # 0.0008, stated
+    assert "extra sample" in pooling.sentence()
+
+
+def test_sweeps_with_different_budgets_are_refused_by_name(client, capsys):
+    _one_seed_sweep(client, "short", steps=40)
+    _one_seed_sweep(client, "long", steps=80)
+    refusal = r"different steps: '40' in 4 runs \(sweep short\); '80' in 4 runs \(sweep long\)"
+    with pytest.raises(ValueError, match=refusal):
+        analysed_runs(client, select_runs(client, experiment="repeats"))
+    assert main(["figures", "--experiment", "repeats", "--out", "figures"]) == 2
+    assert "cannot pool runs with different steps" in capsys.readouterr().err
+    assert not Path("figures").exists()
+
+
+def test_pooling_checks_fid_samples_and_quantizer_options_without_a_store():
+    base = pd.DataFrame({"quantizer": "vq", "codebook_size_requested": [256, 1024], "latent_dim": 8, "seed": 0,
+                         "fid_samples": [0, 2048], "quantizer_options": "", "run_id": ["a", "b"],
+                         "start_time": [1, 2]})
+    with pytest.raises(ValueError, match="different fid_samples"):
+        check_poolable(base)
+    options = base.assign(fid_samples=0, quantizer_options=["beta=0.25", "beta=1.0"])
+    with pytest.raises(ValueError, match="'vq' runs with different quantizer options"):
+        check_poolable(options)
+    kept, pooling = drop_repeats(base.assign(codebook_size_requested=256))
+    assert kept["run_id"].tolist() == ["b"] and pooling.repeats == 1
