@@ -95,7 +95,7 @@ def measure(case: BenchCase) -> dict:
 
     stage = "build"
     try:
-        step, parameters, effective_codebook_size = _build_step(case, latents)
+        step, parameters, effective_codebook_size, note = _build_step(case, latents)
         stage = "run"
         if on_cuda:
             torch.cuda.synchronize(device)
@@ -134,25 +134,29 @@ def measure(case: BenchCase) -> dict:
         "parameters": parameters,
         "effective_codebook_size": effective_codebook_size,
     }
+    if note:
+        record["note"] = note
     if case.implementation == FLOOR:
         record["gflops_per_s"] = 2.0 * case.tokens * case.codebook_size * case.dim / median / 1e9
     return record
 
 
 def _build_step(case: BenchCase, latents):
-    """Return ``(step, parameter_count, effective_codebook_size)``: ``step()`` does one forward +
+    """Return ``(step, parameter_count, effective_codebook_size, note)``: ``step()`` does one forward +
     backward (or the floor's forward product); the size is the number of codes the implementation can
-    emit (FSQ's level product can differ slightly from the requested K)."""
+    emit (FSQ's level product can differ slightly from the requested K); the note says how the
+    configuration differs from a plain build at (dim, K), if it does."""
     import torch
 
     device = latents.device
+    note = ""
     if case.implementation == FLOOR:
         codebook = torch.randn(case.codebook_size, case.dim, device=device)
 
         def floor_step():
             matmul_floor(latents[0], codebook)
 
-        return floor_step, 0, case.codebook_size
+        return floor_step, 0, case.codebook_size, ""
 
     if case.implementation.startswith("ref:"):
         from .speed_reference import build_reference
@@ -161,9 +165,7 @@ def _build_step(case: BenchCase, latents):
         module, call = reference.module.to(device), reference.call
         effective_codebook_size = reference.effective_codebook_size
     else:
-        import quantizers
-
-        module = quantizers.build(case.implementation, dim=case.dim, codebook_size=case.codebook_size)
+        module, note = build_ours(case.implementation, case.dim, case.codebook_size)
         module = module.to(device).train()
         effective_codebook_size = module.codebook_size
 
@@ -179,7 +181,42 @@ def _build_step(case: BenchCase, latents):
         quantized, aux_loss = call(z)
         (quantized.square().mean() + aux_loss).backward()
 
-    return train_step, sum(p.numel() for p in module.parameters()), effective_codebook_size
+    return train_step, sum(p.numel() for p in module.parameters()), effective_codebook_size, note
+
+
+def build_ours(name: str, dim: int, codebook_size: int):
+    """Our quantizer ``name`` at ``(dim, codebook_size)`` and a note (empty when built as asked).
+
+    A quantizer whose latent dim is set by K and that has no projections of its own (``bsq``: K = 2**dim,
+    see ``sweeps.grid.own_latent_dim``) is measured at its own dim between ``Linear(dim -> own)`` and
+    ``Linear(own -> dim)``: what the backbone's 1x1 projections do around it in training, and what FSQ,
+    LFQ and the reference's LFQ do inside themselves. Other refusals are raised (recorded unsupported)."""
+    from dataclasses import replace
+
+    from torch import nn
+
+    import quantizers
+    from sweeps.grid import OWN_DIM_QUANTIZERS, own_latent_dim
+
+    try:
+        return quantizers.build(name, dim=dim, codebook_size=codebook_size), ""
+    except ValueError:
+        own_dim = own_latent_dim(name, codebook_size)[0] if name in OWN_DIM_QUANTIZERS else dim
+        if own_dim == dim:
+            raise
+
+    class Projected(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.codebook_size = inner, inner.codebook_size
+            self.project_in, self.project_out = nn.Linear(dim, own_dim), nn.Linear(own_dim, dim)
+
+        def forward(self, z):
+            output = self.inner(self.project_in(z))
+            return replace(output, quantized=self.project_out(output.quantized))
+
+    note = f"{name} at its own latent dim {own_dim}, between Linear({dim}->{own_dim}) and Linear({own_dim}->{dim})"
+    return Projected(quantizers.build(name, dim=own_dim, codebook_size=codebook_size)), note
 
 
 def matmul_floor(z, codebook, *, block_rows: int = FLOOR_BLOCK, block_codes: int = FLOOR_BLOCK):
@@ -500,6 +537,11 @@ def markdown_table(records: list[dict], info: dict | None = None) -> str:
                     f"| {_cell_memory(ours)} | {_cell_memory(reference)} "
                     f"| {_ratio(ours, reference, 'extra_memory_bytes')} |"
                 )
+        lines.append("")
+    notes = [r for r in records if r.get("note")]
+    if notes:
+        lines += ["Notes:", ""]
+        lines += [f"- {r['implementation']} K={r['codebook_size']:,} dim={r['dim']}: {r['note']}" for r in notes]
         lines.append("")
     failures = [r for r in records if r.get("status") != "ok"]
     if failures:

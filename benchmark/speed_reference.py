@@ -28,6 +28,11 @@ REFERENCE_FOR_METHOD: dict[str, str] = {
     "simvq": "ref:SimVQ",
     "fsq": "ref:FSQ",
     "lfq": "ref:LFQ",
+    # issue 13: where vector-quantize-pytorch 1.32 has the method (it has neither IBQ nor VQGAN-LC)
+    "fc": "ref:VectorQuantize-cosine-lowdim",
+    "restart": "ref:VectorQuantize-dead-code",
+    "rotation": "ref:VectorQuantize-rotation",
+    "bsq": "ref:LFQ-spherical",
 }
 
 #: The constructor keywords used for each reference (besides dim and the codebook size / levels).
@@ -43,6 +48,19 @@ REFERENCE_KWARGS: dict[str, dict] = {
     "ref:FSQ": {},
     # LFQ: codebook_size=K (log2 K binary dims, projections when dim != log2 K), default entropy loss.
     "ref:LFQ": {},
+    # VQGAN-FC (our "fc"): project to an 8-d lookup space, l2-normalized (cosine) codes, project back. The
+    # library refuses a learnable cosine codebook (VectorQuantize asserts `not (use_cosine_sim and
+    # learnable_codebook)`), so its codes follow its default EMA update; search and projections match ours.
+    "ref:VectorQuantize-cosine-lowdim": {"codebook_dim": 8, "use_cosine_sim": True, "rotation_trick": False},
+    # dead-code restart (our "restart"): our "vq" plus threshold_ema_dead_code=2 (the library's replace/
+    # expire_codes_, which ours follows).
+    "ref:VectorQuantize-dead-code": {"learnable_codebook": True, "ema_update": False, "rotation_trick": False,
+                                     "threshold_ema_dead_code": 2},
+    # the rotation trick (our "rotation"): our "vq" with the library's rotate_to instead of straight-through.
+    "ref:VectorQuantize-rotation": {"learnable_codebook": True, "ema_update": False, "rotation_trick": True},
+    # BSQ (our "bsq"): LFQ on the unit sphere (spherical=True, arXiv 2406.07548). Its entropy term is over
+    # all K codes (N x K); ours is the paper's factorized one by default.
+    "ref:LFQ-spherical": {"spherical": True},
 }
 
 REFERENCE_PACKAGE = "vector_quantize_pytorch"
@@ -90,7 +108,8 @@ def build_reference(implementation: str, dim: int, codebook_size: int) -> Refere
 
     kwargs = REFERENCE_KWARGS[implementation]
     effective_codebook_size = codebook_size
-    if implementation in ("ref:VectorQuantize", "ref:VectorQuantize-EMA"):
+    if implementation in ("ref:VectorQuantize", "ref:VectorQuantize-EMA", "ref:VectorQuantize-cosine-lowdim",
+                          "ref:VectorQuantize-dead-code", "ref:VectorQuantize-rotation"):
         module = vqp.VectorQuantize(dim=dim, codebook_size=codebook_size, **kwargs)
 
         def call(z: Tensor) -> tuple[Tensor, Tensor]:
@@ -113,7 +132,7 @@ def build_reference(implementation: str, dim: int, codebook_size: int) -> Refere
             quantized, _indices = module(z)
             return quantized, quantized.new_zeros(())  # FSQ has no auxiliary loss
 
-    else:  # ref:LFQ
+    else:  # ref:LFQ, ref:LFQ-spherical
         if not math.log2(codebook_size).is_integer():
             raise ReferenceUnsupported(f"LFQ needs a power-of-two codebook_size; got {codebook_size}")
         module = vqp.LFQ(dim=dim, codebook_size=codebook_size, **kwargs)

@@ -43,11 +43,18 @@ class Quantizer(nn.Module):
     #: True when the forward pass itself moves the codes toward the tokens assigned to them (EMA-VQ).
     #: The codes such a step pulls toward data are exactly the codes assigned in the batch.
     learns_codebook_by_averages: bool = False
+    #: True when the quantizer wants :meth:`initialize_from_data` called before training (VQGAN-LC).
+    needs_data_init: bool = False
 
     def __init__(self, dim: int, codebook_size: int):
         super().__init__()
         self.dim = check_int("dim", dim, minimum=1)
         self.codebook_size = check_int("codebook_size", codebook_size, minimum=2)
+
+    def initialize_from_data(self, images: Tensor, *, data_key: str, token_grid: int) -> None:
+        """Data-dependent initialization, called once by the trainer before the optimizer is built, with the
+        training images uint8 (N, C, H, W) on the CPU, a key that identifies the data set (for caching) and
+        the side of the encoder's token grid. Default: nothing (most quantizers initialize from their seed)."""
 
     def codebook(self) -> Tensor | None:
         """The effective code vectors ``(codebook_size, dim)``, or None where none exists."""

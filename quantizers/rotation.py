@@ -1,0 +1,80 @@
+"""The rotation trick: VQ whose gradient reaches the encoder through a frozen rotation and rescaling.
+
+Fifty et al., "Restructuring Vector Quantization with the Rotation Trick" (ICLR 2025, arXiv 2410.06424),
+Sec. 4. Straight-through copies the decoder's gradient from the code q to the encoder output z unchanged.
+The rotation trick instead writes the quantizer's output as a linear function of z,
+
+    q~ = sg(lambda R) z,    lambda = ||q|| / ||z||,    R = I - 2 w w^T + 2 q^ u^T,
+    u = z / ||z||,   q^ = q / ||q||,   w = (u + q^) / ||u + q^||       (Sec. 4.2, the Householder form),
+
+where R is the rotation in the plane of u and q^ that takes u onto q^ and leaves the orthogonal complement
+alone; it is applied without building the d x d matrix: ``R z = z - 2 (w.z) w + 2 (u.z) q^``.
+The forward value is q, and the gradient to z is ``lambda R^T`` times the gradient at q~: it keeps the
+angle and relative magnitude between z and its code, instead of the identity of straight-through.
+
+Read in the authors' code (github.com/cfifty/rotation_trick, commit 9910492):
+``src/models/vq_vae.py`` L104-109 (``get_very_efficient_rotation``: w, u and q^ detached) and L130-139
+(the rescaling ``||q|| / ||z||`` detached); ``exp_weights_and_configs/table_3/rot_vqgan.py`` L112-117 and
+L135-142 (the same R as an explicit matrix, in the VQGAN of their Table 3).
+
+Choices:
+
+- Loss: the VQ-VAE objective of our ``vq`` (Eq. 3, ``||sg(z) - q||^2 + beta ||z - sg(q)||^2``, beta = 0.25),
+  so ``rotation`` differs from ``vq`` only in the gradient estimator; codebook init and search are ``vq``'s.
+  The codebook learns only from the codebook term (R is a constant, so the decoder's gradient does not
+  reach the codes), as in the authors' VQGAN. Their Table 3 VQGAN uses taming-transformers'
+  ``VectorQuantizer2`` with its legacy default, which puts beta on the codebook term instead
+  (``rot_vqgan.py`` L11, L54).
+- A consequence worth knowing: the encoder's gradient from the decoder is scaled by lambda = ||q|| / ||z||.
+  With ``vq``'s default init U(-1/K, 1/K) the codes start tiny (norm ~ sqrt(dim/3)/K), so at the start of
+  training that gradient is ~K times smaller than straight-through's, until the codebook loss has grown the
+  codes toward the latents. The authors' Table 3 VQGAN has the same init (taming's ``VectorQuantizer2``);
+  ``init="normal"`` starts the codes at norm ~1.
+- Exact forward value: the output is ``sg(q) + (t - sg(t))`` with ``t = sg(lambda R) z``, so it equals q to
+  the bit (``indices_to_codes`` reproduces it) while its gradient is exactly that of t.
+- Degenerate cases: ``w`` uses ``F.normalize`` (eps 1e-12) like vector-quantize-pytorch's ``rotate_to``;
+  when z and q point in opposite directions w = 0 and R = I + 2 q^ u^T still maps u to q^. For a zero z
+  (no direction to rotate) the norms are clamped at 1e-12, where the authors' code divides by zero.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import QuantizerOutput
+from .registry import register
+from .search import nearest_code
+from .vq import VectorQuantizer, vqvae_output
+
+_EPS = 1e-12
+
+
+def rotate_and_rescale(z: Tensor, q: Tensor) -> Tensor:
+    """``sg(lambda R) z`` for rows ``z``, ``q`` ``(..., d)`` (Fifty et al. Sec. 4.2): value ``q`` up to
+    rounding, gradient to ``z`` = ``lambda R^T`` times the incoming gradient; no gradient to ``q``."""
+    z_norm = z.detach().norm(dim=-1, keepdim=True)
+    q_norm = q.detach().norm(dim=-1, keepdim=True)
+    u = z.detach() / z_norm.clamp_min(_EPS)
+    q_hat = q.detach() / q_norm.clamp_min(_EPS)
+    w = F.normalize(u + q_hat, dim=-1, eps=_EPS)
+    rotated = z - 2 * (z * w).sum(-1, keepdim=True) * w + 2 * (z * u).sum(-1, keepdim=True) * q_hat
+    return rotated * (q_norm / z_norm.clamp_min(_EPS))
+
+
+@register("rotation")
+class RotationTrickQuantizer(VectorQuantizer):
+    """VQ with the rotation trick: gradient to z through sg(lambda R) (Fifty et al. 2024, Sec. 4)."""
+
+    learns_codebook_by_gradient = True
+
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        self.check_input(z)
+        flat = z.reshape(-1, self.dim)
+        indices = nearest_code(flat, self.embedding)
+        codes = F.embedding(indices, self.embedding).view_as(z)
+        output = vqvae_output(z, codes, indices, beta=self.beta, codebook_size=self.codebook_size)
+        transformed = rotate_and_rescale(z, codes)
+        # forward value exactly the code; gradient to z that of sg(lambda R) z, not the identity
+        return replace(output, quantized=codes.detach() + (transformed - transformed.detach()))
