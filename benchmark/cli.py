@@ -1,6 +1,7 @@
 """The ``vqbench`` command. Each subcommand lives in its own module exposing
 ``add_arguments(parser)`` and ``run(args) -> int``; heavy imports (torch, ray, mlflow) happen inside
-``run`` so that ``vqbench --help`` stays fast."""
+``run``, and only the module of the command given is imported, so that ``vqbench --help`` stays fast
+and a command that refuses bad input does so at once."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("sweeps.command", "run a Ray Tune sweep over quantizers x codebook sizes x latent dims x seeds"),
     "figures": ("analysis.command", "regenerate comparison figures, tables and statistics from MLflow"),
     "ui": ("benchmark.ui", "start the MLflow UI on 127.0.0.1 for the vqbench tracking store"),
+    "server": ("benchmark.server", "start an MLflow tracking server for a team or a Ray cluster"),
     "bench": ("benchmark.speed", "time and measure memory of every quantizer against reference implementations"),
 }
 
@@ -28,12 +30,16 @@ typical use:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``command``, only that command's module is imported (the others are listed)."""
     parser = argparse.ArgumentParser(
         prog="vqbench", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
+        if name != command:
+            subparsers.add_parser(name, help=help_text)
+            continue
         module = importlib.import_module(module_name)
         sub = subparsers.add_parser(
             name, help=help_text, description=(module.__doc__ or help_text).strip(),
@@ -45,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

@@ -11,6 +11,9 @@ What a trial run holds (issue 8: readable in the UI without opening each run):
 - every config field as a param; metrics in batches (one ``log_batch`` per log step; a call per metric
   costs far more on SQLite); the dataset through MLflow's dataset entities (name, source, digest, split
   sizes); system metrics (CPU, memory, GPU where ``pynvml`` is installed) from MLflow's own monitor.
+
+Every call goes through :func:`benchmark.store.client`: the store is initialized once under a lock and
+each write is retried with back-off, so a restarting tracking server does not restart a trial.
 """
 from __future__ import annotations
 
@@ -153,10 +156,10 @@ class TrialRun:
     def start(cls, tracking: RunTracking, *, run_name: str, tags: dict[str, str],
               description: str) -> "TrialRun":
         """Create the run (nested under ``tracking.parent_run_id`` if set) and start system metrics."""
-        from mlflow import MlflowClient
+        from benchmark import store
 
         uri = resolve_tracking_uri(tracking.tracking_uri)
-        client = MlflowClient(uri)
+        client = store.client(uri)
         all_tags = {**tags, **{k: str(v) for k, v in tracking.tags.items()},
                     MLFLOW_RUN_NAME: run_name, MLFLOW_NOTE: description}
         if tracking.parent_run_id:
@@ -253,9 +256,15 @@ class TrialRun:
         if exc_type is None:
             self.end("FINISHED")
         else:
-            status = "KILLED" if issubclass(exc_type, (KeyboardInterrupt, SystemExit)) else "FAILED"  # Tune stops trials with SystemExit
+            failure = f"{exc_type.__name__}: {exc}"
+            if issubclass(exc_type, (KeyboardInterrupt, SystemExit)):  # Tune stops trials with SystemExit
+                status = "KILLED"
+                failure = (f"stopped before the end ({exc_type.__name__}): the sweep was interrupted or Ray "
+                           "stopped the trial; a resumed sweep reruns it")
+            else:
+                status = "FAILED"
             try:
-                self.end(status, failure=f"{exc_type.__name__}: {exc}")
+                self.end(status, failure=failure)
             except Exception:  # never hide the training error behind a logging error
                 pass
         return False

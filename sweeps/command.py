@@ -7,9 +7,13 @@ examples:
   vqbench sweep --quantizers vq,simvq --codebook-sizes 2^10,2^14 --latent-dims 8,64 --seeds 0,1,2
   vqbench sweep --config my_sweep.yaml         # a YAML/TOML sweep file (see sweeps/sweep_file.py)
   vqbench sweep --resume quick-20261105-143000 # continue an interrupted sweep; finished trials are kept
+  vqbench sweep --preset paper --address HEAD:6379 --tracking-uri http://HEAD:5000 --gpus-per-trial 0.5
+                                               # on a Ray cluster, logging to `vqbench server` on HEAD
 
 Flags override a sweep file, which overrides its preset (default quick). FSQ and LFQ take their own
 latent dims (len(levels), log2 K); combinations they cannot run are skipped with the reason printed.
+On a Ray cluster the MLflow store must be one every worker reaches (`vqbench server`); a SQLite file or
+a loopback URI is refused before anything is created.
 """
 from __future__ import annotations
 
@@ -52,16 +56,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--resume", metavar="NAME", help="continue the interrupted sweep NAME")
     run.add_argument("--dry-run", action="store_true", help="print the trials and budget; train nothing")
     run.add_argument("--storage-path", default="./vqbench_runs", help="Ray Tune results (default ./vqbench_runs)")
-    run.add_argument("--address", help="join this Ray cluster (e.g. auto or ray://host:10001) instead of "
-                                       "starting a local one")
-    run.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all); one trial per CPU")
+    run.add_argument("--address", help="join this Ray cluster (HOST:6379, auto or ray://HOST:10001); 'local' "
+                                       "starts a private local Ray even when RAY_ADDRESS is set or `ray start` ran "
+                                       "here (default: that cluster, else a local Ray)")
+    run.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    run.add_argument("--cpus-per-trial", type=int, default=1,
+                     help="CPUs (and torch threads) each trial gets (default 1)")
     run.add_argument("--gpus-per-trial", type=float,
-                     help="GPU share per trial (default: 0 without GPUs, else GPUs / CPUs)")
+                     help="GPU share per trial (default: 0 without GPUs, else an equal share per trial slot)")
     run.add_argument("--max-failures", type=int, default=2,
                      help="retries of a trial that raises (default 2; a NaN loss is never retried)")
     run.add_argument("--tracking-uri", help="MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     run.add_argument("--no-system-metrics", action="store_true", help="don't log CPU/GPU/memory per trial")
-    run.add_argument("--quiet", action="store_true", help="no Ray Tune status output, only the summary")
+    console = run.add_mutually_exclusive_group()
+    console.add_argument("--quiet", action="store_true", help="no line per trial, only the summary")
+    console.add_argument("--verbose", action="store_true",
+                         help="also Ray Tune's status tables and Ray's and MLflow's own log lines")
 
 
 def build_grid(args: argparse.Namespace):
@@ -111,24 +121,34 @@ def parse_assignments(assignments: list[str]) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .launch import SweepSettings, default_experiment, default_sweep_name, resume_sweep, start_sweep
+    from benchmark.store import MlflowStoreError
+    from benchmark.tracking import resolve_tracking_uri
+
+    from .cluster import check_target, quiet_logging
+    from .launch import SweepSettings, default_experiment, default_sweep_name, load_state, resume_sweep, start_sweep
     from .report import dry_run_text, skipped_lines, summary_table
 
     settings = SweepSettings(storage_path=args.storage_path, address=args.address, num_cpus=args.num_cpus,
-                             gpus_per_trial=args.gpus_per_trial, max_failures=args.max_failures,
-                             tracking_uri=args.tracking_uri, log_system_metrics=not args.no_system_metrics,
-                             verbose=0 if args.quiet else 1)
+                             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                             max_failures=args.max_failures, tracking_uri=args.tracking_uri,
+                             log_system_metrics=not args.no_system_metrics,
+                             verbose=0 if args.quiet else 2 if args.verbose else 1)
+    resume_hint = f"vqbench sweep --resume {{}} --storage-path {args.storage_path}"
+    quiet_logging(settings.verbose >= 2)
     if args.resume:
         given = [f for f in GRID_FLAGS if getattr(args, f, None) not in (None, False, [])]
         if given:
             raise ValueError(f"--resume runs the grid stored with the sweep; drop {', '.join('--' + f.replace('_', '-') for f in given)}")
-        print(f"resuming sweep {args.resume} from {args.storage_path}")
-        outcome = resume_sweep(args.resume, settings)
-        print("Ray Tune restored its experiment state" if outcome.tune_restored else
-              "no Ray Tune state to restore: every trial was checked against MLflow")
+        name = args.resume
+        # A cluster that cannot reach the store is refused here, before Ray, torch or MLflow load.
+        check_target(args.address, load_state(args.storage_path, name).tracking_uri, args.num_cpus)
+        print(f"resuming sweep {name} from {args.storage_path}")
+        call = lambda: resume_sweep(name, settings)  # noqa: E731
     else:
         from .grid import expand_grid
 
+        if not args.dry_run:
+            check_target(args.address, resolve_tracking_uri(args.tracking_uri), args.num_cpus)
         grid, preset, name, experiment = build_grid(args)
         expansion = expand_grid(grid)
         name = name or default_sweep_name(preset)
@@ -138,15 +158,27 @@ def run(args: argparse.Namespace) -> int:
         for line in skipped_lines(expansion):
             print(line)
         experiment = experiment or default_experiment(preset)
-        print(f"sweep {name}: {len(expansion.trials)} trials -> MLflow experiment {experiment!r}, Tune results "
-              f"in {args.storage_path}/{name}; if interrupted: vqbench sweep --resume {name}")
-        outcome = start_sweep(grid, name=name, preset=preset, experiment=experiment, settings=settings)
+        print(f"sweep {name} -> MLflow experiment {experiment!r}; if interrupted: {resume_hint.format(name)}")
+        call = lambda: start_sweep(grid, name=name, preset=preset, experiment=experiment,  # noqa: E731
+                                   settings=settings)
+    try:
+        outcome = call()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the sweep's parent run is KILLED; continue with  {resume_hint.format(name)}")
+        return 130
+    except MlflowStoreError as error:
+        print(f"vqbench sweep: error: {error}\nonce the store answers, continue with  {resume_hint.format(name)}")
+        return 1
     print()
     print(summary_table(outcome.outcomes))
     print(f"\nsweep {outcome.name}: parent run {outcome.parent_run_id} {outcome.parent_status} in experiment "
           f"{outcome.experiment!r} after {outcome.wall_time_s:.0f} s; "
           + ", ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items())))
+    if outcome.cleanup_error:
+        print(f"vqbench sweep: the MLflow store failed while the sweep was being closed ({outcome.cleanup_error}); "
+              f"{resume_hint.format(outcome.name)} repairs it")
+        return 1
     if outcome.parent_status != "FINISHED":
-        print(f"interrupted: continue with  vqbench sweep --resume {outcome.name} --storage-path {args.storage_path}")
+        print(f"interrupted: continue with  {resume_hint.format(outcome.name)}")
         return 130
     return 1 if outcome.counts.get("FAILED") else 0

@@ -1,7 +1,8 @@
 """The sweep's side of MLflow: the parent run, and the child runs of one trial (found by its ``trial_key`` tag) so that a resumed sweep neither reruns nor duplicates them.
 
 The trainer writes each trial's run (``benchmark.tracking.RunTracking(parent_run_id=...)``); this module
-only creates the parent, looks runs up, and retires leftovers of killed attempts.
+only creates the parent, looks runs up, and retires leftovers of killed attempts. Every call goes
+through :func:`benchmark.store.client`, so each is retried with back-off.
 """
 from __future__ import annotations
 
@@ -12,27 +13,46 @@ KIND_TRIAL = "trial"
 PARENT_RUN_TAG = "mlflow.parentRunId"   # MLflow's own tag on child runs
 DESCRIPTION_TAG = "mlflow.note.content"  # MLflow's own tag: the run description shown in the UI
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
+# Tags only sweeps write and read (the trial's own tags live in benchmark.keys):
+SWEEP_UID_TAG = "vqbench.sweep_uid"     # on the parent: finds it again if the driver died right after creating it
+OUTCOME_TAG = "vqbench.outcome"         # on a trial run: "nan" when its loss diverged (final: not rerun)
+OUTCOME_NAN = "nan"
+NODE_TAG = "vqbench.ray_node_id"        # on a trial run: the Ray node that ran it
+HOST_TAG = "vqbench.host"               # on a trial run: that node's host name
 
 
 def client_for(uri: str):
-    from mlflow.tracking import MlflowClient
+    from benchmark import store
 
-    return MlflowClient(tracking_uri=uri)
+    return store.client(uri)
 
 
 def create_parent_run(client, experiment_id: str, *, name: str, preset: str | None,
                       params: dict[str, object], description: str, tags: dict[str, str]) -> str:
     """Create the sweep's parent run (RUNNING) and return its id."""
-    from mlflow.entities import Param
-
     all_tags = {keys.TAG_KIND: KIND_SWEEP, keys.TAG_SWEEP: name, DESCRIPTION_TAG: description, **tags}
     if preset:
         all_tags[keys.TAG_PRESET] = preset
     run = client.create_run(experiment_id, run_name=name, tags=all_tags)
+    log_params(client, run.info.run_id, params)
+    return run.info.run_id
+
+
+def log_params(client, run_id: str, params: dict[str, object]) -> None:
+    from mlflow.entities import Param
+
     items = [Param(k, str(v)) for k, v in params.items()]
     for start in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
-        client.log_batch(run.info.run_id, params=items[start:start + 100])
-    return run.info.run_id
+        client.log_batch(run_id, params=items[start:start + 100])
+
+
+def find_parent_run(client, experiment_id: str, sweep_uid: str) -> str | None:
+    """The parent run created for ``sweep_uid`` (by a driver that died before recording it), if any."""
+    from mlflow.entities import ViewType
+
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_UID_TAG}` = '{sweep_uid}'",
+                              run_view_type=ViewType.ACTIVE_ONLY, max_results=1)
+    return runs[0].info.run_id if runs else None
 
 
 def reopen_parent_run(client, run_id: str) -> None:
@@ -78,10 +98,52 @@ def retire_run(client, run) -> None:
 
 
 def kill_orphaned_children(client, experiment_id: str, parent_run_id: str) -> list[str]:
-    """Set KILLED on child runs still RUNNING after Tune stopped (an interrupted sweep); their trials
-    are rerun on resume. Returns the run ids changed."""
+    """Set KILLED, with the reason, on child runs still RUNNING after Tune stopped (an interrupted
+    sweep); their trials are rerun on resume. Returns the run ids changed."""
     changed = []
     for run in child_runs(client, experiment_id, parent_run_id, statuses=("RUNNING", "SCHEDULED")):
+        note = run.data.tags.get(DESCRIPTION_TAG, "")
+        set_description(client, run.info.run_id, f"{note}\n\n**KILLED:** the sweep stopped while this trial ran; "
+                                                 "a resumed sweep reruns it".lstrip())
         client.set_terminated(run.info.run_id, status="KILLED")
         changed.append(run.info.run_id)
     return changed
+
+
+def is_final(run) -> bool:
+    """A run whose trial is done: FINISHED, or FAILED because its loss diverged (deterministic)."""
+    return run.info.status == "FINISHED" or (
+        run.info.status == "FAILED" and run.data.tags.get(OUTCOME_TAG) == OUTCOME_NAN)
+
+
+def runs_by_trial(runs) -> dict[str, list]:
+    """Runs grouped by their ``trial_key`` tag, each group in the order given."""
+    grouped: dict[str, list] = {}
+    for run in runs:
+        key = run.data.tags.get(keys.TAG_TRIAL_KEY)
+        if key:
+            grouped.setdefault(key, []).append(run)
+    return grouped
+
+
+def keeper(runs):
+    """The run that stands for a trial among its active runs: the newest FINISHED, else the newest
+    diverged one, else the newest."""
+    for wanted in (lambda r: r.info.status == "FINISHED", is_final, lambda r: True):
+        chosen = [r for r in runs if wanted(r)]
+        if chosen:
+            return chosen[-1]
+    return None
+
+
+def retire_duplicates(client, experiment_id: str, parent_run_id: str) -> list[str]:
+    """Leave one active run per trial (its :func:`keeper`); retire the others. A crash between two
+    writes (or a reply lost to a restarting server) can leave two. Returns the run ids retired."""
+    retired = []
+    for runs in runs_by_trial(child_runs(client, experiment_id, parent_run_id)).values():
+        kept = keeper(runs)
+        for run in runs:
+            if run.info.run_id != kept.info.run_id:
+                retire_run(client, run)
+                retired.append(run.info.run_id)
+    return retired

@@ -140,6 +140,17 @@ class TrialOutcome:
 SUMMARY_HEADERS = ["quantizer", "K", "d", "seed", "status", "utilization", "rFID", "time (s)", "attempts"]
 
 
+def root_cause(error: BaseException | None, limit: int = 300) -> str:
+    """The innermost cause of a (Tune-wrapped) error, on one line."""
+    if error is None:
+        return "unknown error"
+    cause = error
+    while getattr(cause, "__cause__", None) is not None:
+        cause = cause.__cause__
+    lines = str(cause).strip().splitlines()
+    return (lines[-1] if lines else type(cause).__name__)[:limit]
+
+
 def _number(value, digits: int) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"

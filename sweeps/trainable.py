@@ -8,8 +8,9 @@ Before training, a trial looks up its own runs under the sweep's parent run by i
   deleted, so each trial keeps exactly one visible run and none stays RUNNING.
 
 A loss that goes non-finite is deterministic: the trial reports a final result with status ``nan``
-instead of raising, so Tune's ``max_failures`` does not rerun it. Any other exception is recorded on
-the trial's run (FAILED, with the error as its description) and re-raised for Tune to retry.
+instead of raising, so Tune's ``max_failures`` does not rerun it, and its run is tagged so that a resumed
+sweep does not either. Any other exception is recorded on the trial's run (FAILED, with the error as its
+description) and re-raised for Tune to retry. Each run records the Ray node and host that ran it.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ class SweepContext:
     parent_run_id: str
     tracking_uri: str
     log_system_metrics: bool = True
+    verbose: bool = False               # False: MLflow's INFO lines off in the trial processes
 
 
 def trial_tags(context: SweepContext, trial: Trial) -> dict[str, str]:
@@ -49,6 +51,16 @@ def trial_tags(context: SweepContext, trial: Trial) -> dict[str, str]:
     if context.preset:
         tags[keys.TAG_PRESET] = context.preset
     return tags
+
+
+def node_tags() -> dict[str, str]:
+    """Which Ray node and host run this trial (a cluster sweep shows where each trial ran)."""
+    import socket
+
+    import ray
+
+    return {mlflow_runs.NODE_TAG: ray.get_runtime_context().get_node_id(),
+            mlflow_runs.HOST_TAG: socket.gethostname()}
 
 
 def run_trial(tune_config: dict, trials: dict[str, dict] | None = None, sweep: dict | None = None) -> None:
@@ -65,6 +77,10 @@ def run_trial(tune_config: dict, trials: dict[str, dict] | None = None, sweep: d
         raise ValueError(f"trial {tune_config.get('trial')!r} is not in this sweep's trial table")
     trial = Trial.from_dict(trials[tune_config["trial"]])
     context = SweepContext(**sweep)
+    if not context.verbose:
+        from .cluster import quiet_logging
+
+        quiet_logging(False)
     client = mlflow_runs.client_for(context.tracking_uri)
 
     earlier = mlflow_runs.child_runs(client, context.experiment_id, context.parent_run_id, trial.key)
@@ -84,7 +100,8 @@ def run_trial(tune_config: dict, trials: dict[str, dict] | None = None, sweep: d
 
     tracking = RunTracking(tracking_uri=context.tracking_uri, experiment=context.experiment,
                            run_name=trial.run_name, parent_run_id=context.parent_run_id,
-                           tags=trial_tags(context, trial), log_system_metrics=context.log_system_metrics)
+                           tags={**trial_tags(context, trial), **node_tags()},
+                           log_system_metrics=context.log_system_metrics)
     last_progress = [time.monotonic()]
 
     def forward_progress(step: int, metrics: dict[str, float]) -> None:
@@ -98,7 +115,8 @@ def run_trial(tune_config: dict, trials: dict[str, dict] | None = None, sweep: d
     try:
         result = train(trial.config, tracking=tracking, on_log=forward_progress, progress=False)
     except NonFiniteLossError as error:
-        run_id = _record_failure(client, context, trial, error, prefix="Loss became non-finite")
+        run_id = _record_failure(client, context, trial, error, prefix="Loss became non-finite",
+                                 outcome=mlflow_runs.OUTCOME_NAN)
         tune.report({STATUS: STATUS_NAN, "error": f"{type(error).__name__}: {error}", RUN_ID: run_id or "",
                      REUSED: 0})
         return
@@ -111,10 +129,11 @@ def run_trial(tune_config: dict, trials: dict[str, dict] | None = None, sweep: d
     tune.report({**result.metrics, STATUS: STATUS_FINISHED, RUN_ID: result.run_id or "", REUSED: 0})
 
 
-def _record_failure(client, context: SweepContext, trial: Trial, error: BaseException, *, prefix: str) -> str:
+def _record_failure(client, context: SweepContext, trial: Trial, error: BaseException, *, prefix: str,
+                    outcome: str | None = None) -> str:
     """Leave the trial's newest run FAILED with the error in its description (the trainer usually has
-    done both; this covers a failure before or outside its run). If the trainer never created a run,
-    create one, so every trial shows up in MLflow."""
+    done both; this covers a failure before or outside its run), tagged with ``outcome`` if given. If
+    the trainer never created a run, create one, so every trial shows up in MLflow."""
     message = f"{type(error).__name__}: {error}"
     runs = mlflow_runs.child_runs(client, context.experiment_id, context.parent_run_id, trial.key)
     run_id = runs[-1].info.run_id if runs else _create_trial_run(client, context, trial)
@@ -124,6 +143,8 @@ def _record_failure(client, context: SweepContext, trial: Trial, error: BaseExce
         trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))[-3000:]
         mlflow_runs.set_description(
             client, run_id, f"{note}\n\n**{prefix}:** `{message[:500]}`\n\n```\n{trace}\n```".lstrip())
+    if outcome:
+        client.set_tag(run_id, mlflow_runs.OUTCOME_TAG, outcome)
     if run.info.status != "FAILED":
         client.set_terminated(run_id, status="FAILED")
     return run_id
@@ -140,6 +161,7 @@ def _create_trial_run(client, context: SweepContext, trial: Trial) -> str:
                               latent_dim=c.latent_dim, seed=c.seed, dataset=c.dataset, device=c.device,
                               trial_key=trial.key),
         **trial_tags(context, trial),
+        **node_tags(),
         mlflow_runs.PARENT_RUN_TAG: context.parent_run_id,
     }
     run = client.create_run(context.experiment_id, run_name=trial.run_name, tags=tags)
