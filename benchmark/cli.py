@@ -17,11 +17,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ui": ("benchmark.ui", "start the MLflow UI on 127.0.0.1 for the vqbench tracking store"),
     "server": ("benchmark.server", "start an MLflow tracking server for a team or a Ray cluster"),
     "bench": ("benchmark.speed", "time and measure memory of every quantizer against reference implementations"),
+    "profile": ("sweeps.profile", "where a sweep's time goes, and its wall time against a bare PyTorch loop"),
 }
 
 DESCRIPTION = """\
-vqbench: does your vector quantizer collapse? Train VQ, EMA-VQ, FSQ, LFQ and SimVQ under identical
-budgets, sweep codebook sizes with Ray Tune, log everything to MLflow, and regenerate the figures.
+vqbench: does your vector quantizer collapse? Train VQ, EMA-VQ, FC, FSQ, LFQ, LC, SimVQ, the fixes people
+use and the controls of the collapse theory under identical budgets, sweep codebook sizes with Ray Tune,
+log everything to MLflow, and regenerate the figures and statistical verdicts.
 
 typical use:
   vqbench sweep --preset quick      # a small sweep on 2 CPU cores, runs logged to ./mlflow.db

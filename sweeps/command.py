@@ -2,16 +2,20 @@
 per trial, every trial a child run of one MLflow parent run.
 
 examples:
-  vqbench sweep --preset quick                 # 5 quantizers x 4 codebook sizes, <= 10 min on 2 CPU cores
-  vqbench sweep --preset paper --dry-run       # the paper-scale grid: print the trials and the budget
+  vqbench sweep --preset quick                 # the paper's 7 methods x 3 sizes, <= 10 min on 2 CPU cores
+  vqbench sweep --preset mechanism             # VQ, SimVQ and 4 controls x 2 sizes x 3 seeds, about 1 h
+  vqbench sweep --preset paper --data-dir /data/imagenet --dry-run
+                                               # the paper-scale grid: trials, budget, test tokens per K
   vqbench sweep --quantizers vq,simvq --codebook-sizes 2^10,2^14 --latent-dims 8,64 --seeds 0,1,2
   vqbench sweep --config my_sweep.yaml         # a YAML/TOML sweep file (see sweeps/sweep_file.py)
   vqbench sweep --resume quick-20261105-143000 # continue an interrupted sweep; finished trials are kept
   vqbench sweep --preset paper --address HEAD:6379 --tracking-uri http://HEAD:5000 --gpus-per-trial 0.5
                                                # on a Ray cluster, logging to `vqbench server` on HEAD
 
-Flags override a sweep file, which overrides its preset (default quick). FSQ and LFQ take their own
+Flags override a sweep file, which overrides its preset (default quick). FSQ, LFQ and BSQ take their own
 latent dims (len(levels), log2 K); combinations they cannot run are skipped with the reason printed.
+--dry-run also prints, per codebook size, the test tokens and the uniform utilization ceiling: a size
+with fewer than 10 test tokens per code cannot be measured uncapped on that data.
 On a Ray cluster the MLflow store must be one every worker reaches (`vqbench server`); a SQLite file or
 a loopback URI is refused before anything is created.
 """
@@ -38,7 +42,10 @@ GRID_FLAGS = ("preset", "config", "quantizers", "codebook_sizes", "latent_dims",
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_argument_group("what to sweep")
-    what.add_argument("--preset", choices=["quick", "paper"], help="start from a named sweep (default quick)")
+    what.add_argument("--preset", choices=["quick", "full", "mechanism", "paper"],
+                      help="start from a named sweep (default quick): quick = the paper's table on 2 CPU "
+                           "cores in <= 10 min; full = every method and control; mechanism = the controls "
+                           "of the collapse theory, 3 seeds, ~1 h; paper = the paper's scale (needs --data-dir)")
     what.add_argument("--config", metavar="FILE", help="a .yaml/.toml sweep file")
     what.add_argument("--quantizers", help="comma-separated quantizer names, e.g. vq,simvq")
     what.add_argument("--codebook-sizes", help="comma-separated sizes, 2^k allowed, e.g. 2^10,2^14")

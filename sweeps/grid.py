@@ -7,7 +7,8 @@ Some combinations cannot run as asked, and are resolved here, before anything st
 kept so the command can print it:
 
 * LFQ (Yu et al. 2023, "Language Model Beats Diffusion", Sec. 3.1) has exactly ``2**bits`` codes, one
-  sign per latent dim, so its size must be a power of two and its latent dim is ``log2 K``.
+  sign per latent dim, so its size must be a power of two and its latent dim is ``log2 K``. BSQ (Zhao et
+  al. 2024, arXiv 2406.07548) binarizes the same way on the unit sphere and follows the same rule.
 * FSQ (Mentzer et al. 2023, Table 1) has ``prod(levels)`` codes for its level list; a requested size is
   mapped to the paper's level lists (``quantizers.fsq.fsq_levels_for``) and its latent dim is
   ``len(levels)``. Sizes no level list reaches are skipped.
@@ -25,7 +26,7 @@ from benchmark.config import TrainConfig
 #: The grid's axes: the only TrainConfig fields that may differ between the trials of one sweep.
 AXES = ("quantizer", "codebook_size", "latent_dim", "seed")
 #: Quantizers whose latent dim follows from the codebook size (see the module docstring).
-OWN_DIM_QUANTIZERS = ("fsq", "lfq")
+OWN_DIM_QUANTIZERS = ("fsq", "lfq", "bsq")
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,12 @@ class SweepGrid:
     seeds: list[int]
     base: TrainConfig = field(default_factory=TrainConfig)
     quantizer_options: dict[str, dict] = field(default_factory=dict)
+    #: Seeds for named quantizers instead of ``seeds`` (e.g. more seeds for the comparison that needs a
+    #: confidence interval, SimVQ vs VQ, and one for the rest): same budget, more samples where it matters.
+    seeds_per_quantizer: dict[str, list[int]] = field(default_factory=dict)
+
+    def seeds_for(self, quantizer: str) -> list[int]:
+        return list(self.seeds_per_quantizer.get(quantizer, self.seeds))
 
     def validate(self) -> None:
         """Raise ValueError naming the argument for anything no trial could run with."""
@@ -105,6 +112,13 @@ class SweepGrid:
         for seed in self.seeds:
             if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
                 raise ValueError(f"seeds must be integers >= 0; got {seed!r}")
+        for name, seeds in self.seeds_per_quantizer.items():
+            if name not in self.quantizers:
+                raise ValueError(f"seeds_per_quantizer names quantizer {name!r}, which is not in the grid "
+                                 f"{self.quantizers}")
+            if not seeds or len(set(seeds)) != len(seeds) or any(
+                    isinstance(seed, bool) or not isinstance(seed, int) or seed < 0 for seed in seeds):
+                raise ValueError(f"seeds_per_quantizer[{name!r}] must list distinct integers >= 0; got {seeds!r}")
         unknown = sorted(set(self.quantizer_options) - set(self.quantizers))
         if unknown:
             raise ValueError(f"quantizer_options names quantizer(s) {unknown} that are not in the grid "
@@ -130,18 +144,21 @@ class SweepGrid:
     def to_dict(self) -> dict:
         return {"quantizers": list(self.quantizers), "codebook_sizes": list(self.codebook_sizes),
                 "latent_dims": list(self.latent_dims), "seeds": list(self.seeds),
-                "budget": self.budget(), "quantizer_options": dict(self.quantizer_options)}
+                "budget": self.budget(), "quantizer_options": dict(self.quantizer_options),
+                "seeds_per_quantizer": {k: list(v) for k, v in self.seeds_per_quantizer.items()}}
 
     @classmethod
     def from_dict(cls, values: dict) -> "SweepGrid":
-        allowed = {"quantizers", "codebook_sizes", "latent_dims", "seeds", "budget", "quantizer_options"}
+        allowed = {"quantizers", "codebook_sizes", "latent_dims", "seeds", "budget", "quantizer_options",
+                   "seeds_per_quantizer"}
         unknown = sorted(set(values) - allowed)
         if unknown:
             raise ValueError(f"unknown sweep grid key(s) {unknown}; allowed: {sorted(allowed)}")
         return cls(quantizers=list(values["quantizers"]), codebook_sizes=list(values["codebook_sizes"]),
                    latent_dims=list(values["latent_dims"]), seeds=list(values["seeds"]),
                    base=base_config(values.get("budget", {})),
-                   quantizer_options={k: dict(v) for k, v in values.get("quantizer_options", {}).items()})
+                   quantizer_options={k: dict(v) for k, v in values.get("quantizer_options", {}).items()},
+                   seeds_per_quantizer={k: list(v) for k, v in values.get("seeds_per_quantizer", {}).items()})
 
 
 def base_config(budget: dict) -> TrainConfig:
@@ -169,13 +186,14 @@ def own_latent_dim(quantizer: str, codebook_size: int) -> tuple[int, int, str]:
 
     Raises ValueError with the reason when no such quantizer has that size.
     """
-    if quantizer == "lfq":
+    if quantizer in ("lfq", "bsq"):  # BSQ (Zhao et al. 2024) binarizes like LFQ, on the unit sphere
+        name = quantizer.upper()
         bits = int(round(math.log2(codebook_size)))
         if 2 ** bits != codebook_size:
             lower, upper = 2 ** math.floor(math.log2(codebook_size)), 2 ** math.ceil(math.log2(codebook_size))
-            raise ValueError(f"LFQ has 2^bits codes (one sign per latent dim), so its codebook size must be "
+            raise ValueError(f"{name} has 2^bits codes (one sign per latent dim), so its codebook size must be "
                              f"a power of two; {codebook_size} is not (nearest: {lower} or {upper})")
-        return bits, codebook_size, f"LFQ latent dim = log2 K = {bits}"
+        return bits, codebook_size, f"{name} latent dim = log2 K = {bits}"
     if quantizer == "fsq":
         from quantizers.fsq import PAPER_LEVELS, fsq_levels_for
 
@@ -191,11 +209,12 @@ def own_latent_dim(quantizer: str, codebook_size: int) -> tuple[int, int, str]:
                      f"only {list(OWN_DIM_QUANTIZERS)} do")
 
 
-def expand_grid(grid: SweepGrid) -> Expansion:
+def expand_grid(grid: SweepGrid, *, threads: int = 1) -> Expansion:
     """Every trial of ``grid`` in a stable order, plus the combinations skipped and why.
 
     Order: quantizer, then codebook size, then latent dim, then seed, as listed. Duplicates (FSQ/LFQ
-    collapse the latent-dim axis; two sizes can map to one FSQ level list) are kept once.
+    collapse the latent-dim axis; two sizes can map to one FSQ level list) are kept once. ``threads``:
+    torch threads per trial, the sweep's CPUs per trial (not part of a trial's key).
     """
     grid.validate()
     trials: list[Trial] = []
@@ -221,9 +240,9 @@ def expand_grid(grid: SweepGrid) -> Expansion:
                             quantizer, size, None, f"same trial as an earlier size: {note}"))
                     continue
                 seen.add(identity)
-                for seed in grid.seeds:
+                for seed in grid.seeds_for(quantizer):
                     config = replace(grid.base, quantizer=quantizer, codebook_size=size, latent_dim=dim,
-                                     seed=seed, quantizer_options=dict(options), threads=1)
+                                     seed=seed, quantizer_options=dict(options), threads=threads)
                     config.validate()  # a bad budget fails here, before Ray or MLflow start
                     trials.append(Trial(config, real_size, note))
     if not trials:
@@ -275,4 +294,7 @@ def override_grid(grid: SweepGrid, *, quantizers: list[str] | None = None,
         latent_dims=list(latent_dims) if latent_dims is not None else list(grid.latent_dims),
         seeds=list(seeds) if seeds is not None else list(grid.seeds),
         base=base, quantizer_options=options,
+        # explicit --seeds apply to every quantizer; otherwise the preset's per-quantizer seeds stay
+        seeds_per_quantizer={} if seeds is not None else {
+            k: list(v) for k, v in grid.seeds_per_quantizer.items() if k in new_quantizers},
     )

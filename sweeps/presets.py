@@ -1,67 +1,121 @@
-"""Named sweeps: ``quick`` (a laptop-sized comparison) and ``paper`` (the SimVQ paper's scale).
+"""Named sweeps: ``quick`` (the paper's table on a laptop), ``full`` (every method and control),
+``mechanism`` (the controls that test the collapse theory), and ``paper`` (the SimVQ paper's scale).
 
 Each preset is a :class:`SweepGrid`: the axes, and one budget that every trial shares. The budget of
-each preset is one dict below, so it can be read and tuned in one place.
+each preset is one dict below, so it can be read and tuned in one place. Every choice that trades
+science for time is said next to it.
 """
 from __future__ import annotations
 
 from .grid import SweepGrid, base_config
 
-ALL_QUANTIZERS = ["vq", "ema", "fsq", "lfq", "simvq"]
+#: The SimVQ paper's comparison table (Zhu et al. 2024, arXiv 2411.02038, Table 1): VQGAN, VQGAN-EMA,
+#: VQGAN-FC, FSQ, LFQ, VQGAN-LC and SimVQ.
+PAPER_TABLE = ["vq", "ema", "fc", "fsq", "lfq", "lc", "simvq"]
+#: The collapse fixes people use besides the paper's table.
+FIXES = ["restart", "rotation", "ibq", "bsq"]
+#: Controls that separate SimVQ's reparameterization from its confounds (issue 12).
+CONTROLS = ["vq-simvq-init", "simvq-frozen-w", "simvq-train-c", "simvq-no-bias"]
+ALL_QUANTIZERS = PAPER_TABLE + FIXES + CONTROLS
 
 # ---------------------------------------------------------------------------------------------- quick
-#: The quick preset's budget: must finish all trials in <= 10 min on 2 CPU cores, Ray start and
-#: evaluation included. Every trial gets exactly this (steps x batch_size samples).
+#: The quick preset's budget: all trials in <= 10 min on 2 CPU cores, Ray start, data build and figures
+#: included (measured: README). Every trial gets exactly this (steps x batch_size samples).
 QUICK_BUDGET: dict[str, object] = {
     "dataset": "photos",
     "image_size": 32,
     "width": 16,               # the backbone dominates a CPU step: width 16 is 2.4x cheaper than 32 (measured)
     "num_res_blocks": 1,
     "num_downsamples": 2,      # 32 px -> 8x8 = 64 tokens per image
-    "steps": 200,              # VQ's utilization gap shows within ~30 steps at K = 2^14 (measured)
+    "steps": 200,              # VQ's utilization gap shows within ~30 steps at K = 2^12 (measured)
     "batch_size": 64,
     "lr": 1e-3,
     "warmup_steps": 20,
-    "eval_samples": 512,
-    "fid_samples": 64,         # rFID on 64 images is biased: read it as a relative signal only
+    "eval_samples": None,      # the whole photos test set: 948 patches, 60,672 tokens >= 10 K at K = 2^12
+    "eval_checkpoints": 4,     # utilization at 25, 50, 100 and 200 steps: the budget axis
+    "fid_samples": 0,          # rFID on the ~100 images this budget affords reads 310-345 for every
+                               # trial (small-sample bias): no signal, so the quick preset skips it
     "log_every": 10,
     "probe_every": 25,
-    "dead_code_window": 100,
+    "dead_code_window": 50,    # revival needs two windows: a first value at step 100
     "device": "auto",
 }
-#: 2^8 ... 2^14: the range where the SimVQ paper's Table 1 shows VQ's utilization falling.
-QUICK_CODEBOOK_SIZES = [2 ** 8, 2 ** 10, 2 ** 12, 2 ** 14]
+#: 2^8 ... 2^12: the largest size whose utilization the offline test set measures uncapped (10 test
+#: tokens per code); 2^14 would read at most 0.976 for a perfectly uniform quantizer.
+QUICK_CODEBOOK_SIZES = [2 ** 8, 2 ** 10, 2 ** 12]
 QUICK_LATENT_DIMS = [32]
 QUICK_SEEDS = [0]
+#: The comparison the quick sweep exists for, SimVQ vs VQ, gets three seeds: a t-interval needs n >= 2,
+#: and n = 3 is the smallest at which a paired t-test can reach p < 0.05 with a finite interval worth
+#: reading. The other methods get one seed each (their rows say "insufficient seeds").
+QUICK_SEEDS_PER_QUANTIZER = {"vq": [0, 1, 2], "simvq": [0, 1, 2]}
+
+# ---------------------------------------------------------------------------------------------- mechanism
+#: The mechanism preset: SimVQ, VQ and the four controls at two sizes x three seeds, 5x the quick
+#: preset's steps (about an hour on 2 CPU cores, measured: results/mechanism). SimVQ's utilization at
+#: K = 2^8 was still climbing after 1,280 steps here (0.55 at 640, 0.89 at 1,280), so the smaller size is
+#: 2^6, where levelling off within the budget is possible; each trial's convergence flag says whether it
+#: did, and the report says "not converged at this budget" where it did not.
+MECHANISM_BUDGET: dict[str, object] = {
+    **QUICK_BUDGET,
+    "steps": 1000,
+    "warmup_steps": 50,
+    "eval_checkpoints": 5,     # 63, 125, 250, 500, 1000 steps
+    "log_every": 20,
+    "probe_every": 50,
+    "dead_code_window": 100,
+}
+MECHANISM_QUANTIZERS = ["vq", "simvq"] + CONTROLS
+MECHANISM_CODEBOOK_SIZES = [2 ** 6, 2 ** 10]
+MECHANISM_SEEDS = [0, 1, 2]
 
 # ---------------------------------------------------------------------------------------------- paper
-#: The paper preset's budget: a GPU machine or cluster (see Zhu et al. 2024, arXiv 2411.02038, Sec. 5 for their scale;
-#: this is smaller data, the same sweep shape).
+#: The paper preset's budget: a GPU machine or cluster (see Zhu et al. 2024, arXiv 2411.02038, Sec. 5 for
+#: their scale; this is smaller images, the same sweep shape). Its largest codebook (2^18) needs 2.6
+#: million test tokens to be read uncapped: 10,240 test images at 64 px (16x16 tokens each), which the
+#: offline photos cannot give, so it names an ImageNet-style folder: pass --data-dir (the folder loader
+#: holds out about 10% of the images by path hash, so about 100,000 images). `--dry-run` prints the test
+#: tokens and the uniform ceiling per codebook size.
 PAPER_BUDGET: dict[str, object] = {
-    "dataset": "photos",
-    "image_size": 32,
+    "dataset": "folder",
+    "image_size": 64,
     "width": 128,
     "num_res_blocks": 2,
-    "num_downsamples": 2,
+    "num_downsamples": 2,      # 64 px -> 16x16 = 256 tokens per image
     "steps": 20_000,
     "batch_size": 128,
-    "lr": 3e-4,
-    "warmup_steps": 500,
-    "eval_samples": 5_000,
-    "fid_samples": 5_000,
+    "lr": 1e-4,
+    "warmup_steps": 0,
+    "optimizer": "adam-paper",  # the paper's Adam, betas (0.5, 0.9), constant lr 1e-4
+    "eval_samples": None,
+    "eval_checkpoints": 5,
+    "fid_samples": 10_000,     # >= 2048: rFID comparable across sweeps at this count
     "log_every": 50,
     "probe_every": 200,
     "dead_code_window": 1_000,
     "device": "auto",
 }
 PAPER_CODEBOOK_SIZES = [2 ** 10, 2 ** 12, 2 ** 14, 2 ** 16, 2 ** 18]
-PAPER_LATENT_DIMS = [8, 16, 32, 64, 128]   # FSQ and LFQ take their own dims (sweeps.grid)
+PAPER_LATENT_DIMS = [8, 16, 32, 64, 128]   # FSQ, LFQ and BSQ take their own dims (sweeps.grid)
 PAPER_SEEDS = [0, 1, 2]
 
 
 def quick() -> SweepGrid:
-    return SweepGrid(list(ALL_QUANTIZERS), list(QUICK_CODEBOOK_SIZES), list(QUICK_LATENT_DIMS),
-                     list(QUICK_SEEDS), base=base_config(QUICK_BUDGET))
+    return SweepGrid(list(PAPER_TABLE), list(QUICK_CODEBOOK_SIZES), list(QUICK_LATENT_DIMS), list(QUICK_SEEDS),
+                     base=base_config(QUICK_BUDGET),
+                     seeds_per_quantizer={k: list(v) for k, v in QUICK_SEEDS_PER_QUANTIZER.items()})
+
+
+def full() -> SweepGrid:
+    """The quick preset's sizes and budget with every registered method and control (about 3x longer)."""
+    return SweepGrid(list(ALL_QUANTIZERS), list(QUICK_CODEBOOK_SIZES), list(QUICK_LATENT_DIMS), list(QUICK_SEEDS),
+                     base=base_config(QUICK_BUDGET),
+                     seeds_per_quantizer={k: list(v) for k, v in QUICK_SEEDS_PER_QUANTIZER.items()})
+
+
+def mechanism() -> SweepGrid:
+    return SweepGrid(list(MECHANISM_QUANTIZERS), list(MECHANISM_CODEBOOK_SIZES), list(QUICK_LATENT_DIMS),
+                     list(MECHANISM_SEEDS), base=base_config(MECHANISM_BUDGET))
 
 
 def paper() -> SweepGrid:
@@ -69,7 +123,7 @@ def paper() -> SweepGrid:
                      list(PAPER_SEEDS), base=base_config(PAPER_BUDGET))
 
 
-PRESETS = {"quick": quick, "paper": paper}
+PRESETS = {"quick": quick, "full": full, "mechanism": mechanism, "paper": paper}
 
 
 def get_preset(name: str) -> SweepGrid:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from benchmark import keys
 
 from .grid import Expansion, SweepGrid, Trial
+from .measurement import measurement_lines
 
 
 def budget(grid: SweepGrid, expansion: Expansion) -> dict[str, object]:
@@ -60,14 +61,16 @@ def budget_text(grid: SweepGrid, expansion: Expansion) -> str:
     return (f"{b['trials']} trials x {b['steps']} steps x batch {b['batch_size']} = "
             f"{b['samples_per_trial']:,} samples per trial, {b['total_samples']:,} in total\n"
             f"data {base.dataset} {base.image_size}px; backbone width {base.width}, "
-            f"{base.num_res_blocks} res block(s), {base.num_downsamples} downsamples; lr {base.lr:g}; "
-            f"eval on {base.eval_samples} images, rFID/rKID on {base.fid_samples}")
+            f"{base.num_res_blocks} res block(s), {base.num_downsamples} downsamples; {base.optimizer} lr "
+            f"{base.lr:g}; eval on {base.eval_samples or 'all test'} images at {base.eval_checkpoints} "
+            f"checkpoint(s), rFID/rKID on {base.fid_samples}")
 
 
 def dry_run_text(name: str, preset: str | None, grid: SweepGrid, expansion: Expansion) -> str:
     lines = [f"sweep {name}" + (f" (preset {preset})" if preset else ""), trial_table(expansion), ""]
     lines += skipped_lines(expansion)
     lines.append(budget_text(grid, expansion))
+    lines += measurement_lines(grid.base, sorted({t.codebook_size for t in expansion.trials}))
     return "\n".join(lines)
 
 
@@ -78,6 +81,7 @@ def parent_params(grid: SweepGrid, expansion: Expansion) -> dict[str, object]:
         "grid.codebook_sizes": ",".join(str(k) for k in grid.codebook_sizes),
         "grid.latent_dims": ",".join(str(d) for d in grid.latent_dims),
         "grid.seeds": ",".join(str(s) for s in grid.seeds),
+        **{f"grid.seeds.{name}": ",".join(str(s) for s in seeds) for name, seeds in grid.seeds_per_quantizer.items()},
         "grid.trials": len(expansion.trials),
         "grid.skipped": len(expansion.skipped),
     }

@@ -1,6 +1,8 @@
 """Sweep grids, presets, sweep files and the dry run: no Ray, no training."""
 from __future__ import annotations
 
+from collections import Counter
+
 import math
 from dataclasses import asdict
 
@@ -9,7 +11,7 @@ import pytest
 from benchmark.cli import main
 from sweeps.grid import (AXES, SweepGrid, Trial, base_config, expand_grid, override_grid,
                          parse_int_list)
-from sweeps.presets import get_preset, paper, quick
+from sweeps.presets import get_preset, mechanism, paper, quick
 from sweeps.sweep_file import load_sweep_file
 
 
@@ -17,14 +19,14 @@ def shared_fields(trial: Trial) -> dict:
     return {k: v for k, v in asdict(trial.config).items() if k not in AXES + ("quantizer_options",)}
 
 
-def test_quick_preset_spans_the_issue_grid_under_one_budget():
+def test_quick_preset_covers_the_papers_table_with_seeds_where_the_ci_needs_them():
     grid = quick()
-    assert sorted(grid.quantizers) == ["ema", "fsq", "lfq", "simvq", "vq"]
-    assert len(grid.codebook_sizes) >= 4
-    assert min(grid.codebook_sizes) <= 2 ** 8 and max(grid.codebook_sizes) >= 2 ** 14
-    assert len(grid.latent_dims) == 1
+    assert sorted(grid.quantizers) == sorted(["vq", "ema", "fc", "fsq", "lfq", "lc", "simvq"])
+    assert grid.codebook_sizes == [2 ** 8, 2 ** 10, 2 ** 12] and len(grid.latent_dims) == 1
     expansion = expand_grid(grid)
-    assert len(expansion.trials) == 5 * len(grid.codebook_sizes)
+    per_quantizer = Counter(t.config.quantizer for t in expansion.trials)
+    assert per_quantizer["vq"] == per_quantizer["simvq"] == 3 * 3      # 3 sizes x 3 seeds
+    assert all(per_quantizer[q] == 3 for q in ("ema", "fc", "fsq", "lfq", "lc"))
     assert not expansion.skipped
     budgets = {tuple(sorted(shared_fields(t).items())) for t in expansion.trials}
     assert len(budgets) == 1, "every trial must get the identical budget"
@@ -32,14 +34,46 @@ def test_quick_preset_spans_the_issue_grid_under_one_budget():
     assert len({t.key for t in expansion.trials}) == len(expansion.trials)
 
 
-def test_paper_preset_grid_and_own_dims_of_fsq_and_lfq():
+def test_quick_preset_measures_its_largest_size_uncapped():
+    from sweeps.measurement import measurement_plan
+
+    grid = quick()
+    rows = measurement_plan(grid.base, grid.codebook_sizes)
+    assert all(not row.capped and row.ceiling > 0.9999 for row in rows)
+    assert not measurement_plan(grid.base, [2 ** 12])[0].capped and measurement_plan(grid.base, [2 ** 14])[0].capped
+
+
+def test_seeds_per_quantizer_round_trip_and_validate():
+    grid = quick()
+    assert SweepGrid.from_dict(grid.to_dict()) == grid
+    with pytest.raises(ValueError, match="seeds_per_quantizer"):
+        expand_grid(SweepGrid(["vq"], [64], [8], [0], seeds_per_quantizer={"simvq": [0, 1]}))
+    # explicit --seeds replace the preset's per-quantizer seeds
+    assert override_grid(grid, seeds=[5]).seeds_for("vq") == [5]
+
+
+def test_mechanism_preset_runs_the_controls_with_three_seeds():
+    grid = mechanism()
+    assert {"vq", "simvq", "vq-simvq-init", "simvq-frozen-w", "simvq-train-c", "simvq-no-bias"} == set(grid.quantizers)
+    assert grid.seeds == [0, 1, 2] and grid.base.steps > quick().base.steps
+    assert len(expand_grid(grid).trials) == 6 * len(grid.codebook_sizes) * 3
+
+
+def test_paper_preset_names_a_dataset_that_can_measure_2_18(tmp_path):
+    from PIL import Image
+
+    from sweeps.measurement import measurement_plan
+
     grid = paper()
     assert grid.codebook_sizes[0] == 2 ** 10 and grid.codebook_sizes[-1] == 2 ** 18
     assert grid.latent_dims == [8, 16, 32, 64, 128] and grid.seeds == [0, 1, 2]
+    assert grid.base.dataset == "folder" and grid.base.optimizer == "adam-paper"
+    with pytest.raises(ValueError, match="data_dir"):   # refused before anything runs without --data-dir
+        expand_grid(grid)
+    for index in range(40):
+        Image.new("RGB", (70, 70), (index, 2 * index, 3 * index)).save(tmp_path / f"{index}.png")
+    grid = override_grid(grid, budget={"data_dir": str(tmp_path)})
     expansion = expand_grid(grid)
-    sizes, dims, seeds = len(grid.codebook_sizes), len(grid.latent_dims), len(grid.seeds)
-    # vq, ema, simvq over every latent dim; fsq and lfq once per size (their own dim)
-    assert len(expansion.trials) == 3 * sizes * dims * seeds + 2 * sizes * seeds
     lfq = [t for t in expansion.trials if t.config.quantizer == "lfq"]
     assert {(t.codebook_size, t.config.latent_dim) for t in lfq} == {(k, int(math.log2(k))) for k in grid.codebook_sizes}
     fsq = [t for t in expansion.trials if t.config.quantizer == "fsq"]
@@ -48,6 +82,8 @@ def test_paper_preset_grid_and_own_dims_of_fsq_and_lfq():
     for t in fsq:
         levels = fsq_levels_for(t.config.codebook_size)
         assert t.codebook_size == math.prod(levels) and t.config.latent_dim == len(levels)
+    # 40 images: a few test images of 256 tokens each cannot measure 2^18 codes, and the plan says so
+    assert measurement_plan(grid.base, grid.codebook_sizes)[-1].capped
     assert grid.base.steps > quick().base.steps and grid.base.width > quick().base.width
 
 
@@ -124,15 +160,19 @@ def test_sweep_files_in_yaml_and_toml(tmp_path):
         load_sweep_file(json_file)
 
 
-def test_dry_run_of_both_presets_prints_trials_and_budget(capsys):
+def test_dry_run_of_the_presets_prints_trials_budget_and_test_tokens(capsys, tmp_path):
     assert main(["sweep", "--preset", "quick", "--dry-run", "--name", "q"]) == 0
     out = capsys.readouterr().out
-    assert "sweep q (preset quick)" in out and "20 trials x" in out and "samples per trial" in out
+    expected = len(expand_grid(get_preset("quick")).trials)
+    assert "sweep q (preset quick)" in out and f"{expected} trials x" in out and "samples per trial" in out
     assert "lfq" in out and "FSQ levels" in out
-    assert main(["sweep", "--preset", "paper", "--dry-run"]) == 0
+    assert "K=   4096:    60,672 test tokens" in out and "measurable" in out
+    assert main(["sweep", "--preset", "paper", "--dry-run"]) == 2
+    assert "data_dir" in capsys.readouterr().err
+    (tmp_path / "a.png").write_bytes(b"")  # listed, never decoded by a dry run
+    assert main(["sweep", "--preset", "paper", "--dry-run", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    expected = len(expand_grid(get_preset("paper")).trials)
-    assert f"{expected} trials x 20000 steps" in out and "262144" in out
+    assert "trials x 20000 steps" in out and "K= 262144" in out and "CAPPED" in out
 
 
 def test_flags_and_file_override_the_preset(tmp_path, capsys):
