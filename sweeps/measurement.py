@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from benchmark.evaluation import utilization_ceiling
-
 #: Test images of the sources with an official split (their loaders read exactly these).
 OFFICIAL_TEST_IMAGES = {"fashion-mnist": 10_000, "cifar10": 10_000}
 #: Tokens per code below which a utilization is reported as capped.
@@ -51,6 +49,8 @@ def test_image_count(config) -> int:
 
 def measurement_plan(config, codebook_sizes: list[int]) -> list[SizeMeasurement]:
     """Test tokens and uniform ceiling at each of ``codebook_sizes`` for the budget ``config``."""
+    from benchmark.evaluation import utilization_ceiling
+
     grid = config.image_size // 2 ** config.num_downsamples
     tokens = test_image_count(config) * grid * grid
     return [SizeMeasurement(size, tokens, utilization_ceiling(size, tokens)) for size in sorted(set(codebook_sizes))]

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from benchmark import keys
 
 from .grid import Expansion, SweepGrid, Trial
-from .measurement import measurement_lines
 
 
 def budget(grid: SweepGrid, expansion: Expansion) -> dict[str, object]:
@@ -70,6 +69,8 @@ def dry_run_text(name: str, preset: str | None, grid: SweepGrid, expansion: Expa
     lines = [f"sweep {name}" + (f" (preset {preset})" if preset else ""), trial_table(expansion), ""]
     lines += skipped_lines(expansion)
     lines.append(budget_text(grid, expansion))
+    from .measurement import measurement_lines  # imports torch: only for a dry run
+
     lines += measurement_lines(grid.base, sorted({t.codebook_size for t in expansion.trials}))
     return "\n".join(lines)
 
