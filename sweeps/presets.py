@@ -27,17 +27,18 @@ QUICK_BUDGET: dict[str, object] = {
     "width": 16,               # the backbone dominates a CPU step: width 16 is 2.4x cheaper than 32 (measured)
     "num_res_blocks": 1,
     "num_downsamples": 2,      # 32 px -> 8x8 = 64 tokens per image
-    "steps": 200,              # VQ's utilization gap shows within ~30 steps at K = 2^12 (measured)
+    "steps": 160,              # VQ's utilization gap shows within ~30 steps at K = 2^12 (measured); 200
+                               # steps x 33 trials took 606 s of sweep here, 160 leaves room for figures
     "batch_size": 64,
     "lr": 1e-3,
-    "warmup_steps": 20,
+    "warmup_steps": 16,
     "eval_samples": None,      # the whole photos test set: 948 patches, 60,672 tokens >= 10 K at K = 2^12
-    "eval_checkpoints": 4,     # utilization at 25, 50, 100 and 200 steps: the budget axis
+    "eval_checkpoints": 4,     # utilization at 20, 40, 80 and 160 steps: the budget axis
     "fid_samples": 0,          # rFID on the ~100 images this budget affords reads 310-345 for every
                                # trial (small-sample bias): no signal, so the quick preset skips it
     "log_every": 10,
     "probe_every": 25,
-    "dead_code_window": 50,    # revival needs two windows: a first value at step 100
+    "dead_code_window": 40,    # revival needs two windows: a first value at step 80
     "device": "auto",
 }
 #: 2^8 ... 2^12: the largest size whose utilization the offline test set measures uncapped (10 test
@@ -52,15 +53,16 @@ QUICK_SEEDS_PER_QUANTIZER = {"vq": [0, 1, 2], "simvq": [0, 1, 2]}
 
 # ---------------------------------------------------------------------------------------------- mechanism
 #: The mechanism preset: SimVQ, VQ and the four controls at two sizes x three seeds, 5x the quick
-#: preset's steps (about an hour on 2 CPU cores, measured: results/mechanism). SimVQ's utilization at
-#: K = 2^8 was still climbing after 1,280 steps here (0.55 at 640, 0.89 at 1,280), so the smaller size is
-#: 2^6, where levelling off within the budget is possible; each trial's convergence flag says whether it
-#: did, and the report says "not converged at this budget" where it did not.
+#: preset's steps (under an hour on 2 CPU cores, measured: results/mechanism). SimVQ's utilization was
+#: still climbing at the end of every budget tried here (K = 2^8: 0.55 at 640 steps, 0.89 at 1,280;
+#: K = 2^6: 0.64 at 500, 0.83 at 1,000), so no CPU budget of an hour lets it level off; the smaller size is
+#: 2^6, where it comes closest. Each trial's convergence flag says whether it levelled off, and the
+#: report says "not converged at this budget" where it did not.
 MECHANISM_BUDGET: dict[str, object] = {
     **QUICK_BUDGET,
-    "steps": 1000,
-    "warmup_steps": 50,
-    "eval_checkpoints": 5,     # 63, 125, 250, 500, 1000 steps
+    "steps": 800,
+    "warmup_steps": 40,
+    "eval_checkpoints": 5,     # 50, 100, 200, 400, 800 steps
     "log_every": 20,
     "probe_every": 50,
     "dead_code_window": 100,
