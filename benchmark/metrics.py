@@ -5,11 +5,11 @@ ever selected. :func:`utilization` is the fraction of the K codes used at least 
 is ``exp`` of the entropy of the usage distribution (K for uniform use, 1 when one code takes every
 token). :class:`CodeUsageWindow` tracks both over a sliding window of training steps, plus dead codes.
 
-Collapse-theory probes (Zhu et al. 2024, arXiv 2411.02038, Sec. 3): vanilla VQ updates only the code
-vectors the nearest-neighbour search selects (disjoint codebook optimization); SimVQ reparameterizes the
-codebook as C·W so every step moves every code. :func:`gradient_coverage` measures exactly that: the
-fraction of effective code vectors a gradient step would move. :func:`effective_rank` (Roy & Vetterli
-2007) measures how many directions the codebook or the encoder outputs really span.
+Building blocks of the collapse-theory probes (``benchmark.probes`` holds the probes themselves, with
+what each tests and its value by construction): :func:`gradient_coverage` is the fraction of effective
+code vectors a gradient step would move — by construction VQ's batch usage and SimVQ's 1.0, so it
+documents the mechanism of Zhu et al. 2024 (arXiv 2411.02038) and is no evidence for it;
+:func:`effective_rank` (Roy & Vetterli 2007) measures how many directions a set of vectors spans.
 
 Reconstruction: :func:`psnr` (mean of per-image PSNR, not PSNR of the batch mean MSE) and :func:`ssim`
 (Wang et al. 2004, Gaussian 11×11 window, σ = 1.5), both over float images ``(N, C, H, W)``.
