@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     import subprocess
 
     from benchmark.store import redact, sqlite_path
-    from benchmark.ui import server_environment, wait_until_serving
+    from benchmark.ui import server_environment, stop_process, wait_until_serving
 
     store_uri = backend_store(args.backend_store_uri)
     database = sqlite_path(store_uri)
@@ -197,11 +197,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"the MLflow server exited with code {server.returncode} before serving; "
                          "its own error is printed above") from None
     except KeyboardInterrupt:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_process(server)
         raise
     except BaseException:
         if server.poll() is None:

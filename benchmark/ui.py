@@ -97,9 +97,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         return server.wait()
     except KeyboardInterrupt:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_process(server)
         raise
+
+
+def stop_process(process, timeout: float = 10.0) -> None:
+    """Terminate a server process, and kill it if it has not exited within ``timeout`` seconds."""
+    import subprocess
+
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
