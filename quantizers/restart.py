@@ -40,13 +40,11 @@ Choices (vector-quantize-pytorch's defaults unless said):
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .base import QuantizerOutput, check_float
 from .registry import register
-from .search import nearest_code
-from .vq import VectorQuantizer, vqvae_output
+from .vq import VectorQuantizer
 
 
 @register("restart")
@@ -65,13 +63,9 @@ class DeadCodeRestartQuantizer(VectorQuantizer):
         self.generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ()).item()))
 
     def forward(self, z: Tensor) -> QuantizerOutput:
-        self.check_input(z)
-        flat = z.reshape(-1, self.dim)
-        indices = nearest_code(flat, self.embedding)
-        codes = F.embedding(indices, self.embedding).view_as(z)
-        output = vqvae_output(z, codes, indices, beta=self.beta, codebook_size=self.codebook_size)
+        output = super().forward(z)  # vq's search and loss; the restart only moves codes afterwards
         if self.training:
-            self.restart_dead_codes(flat.detach(), indices)
+            self.restart_dead_codes(z.detach().reshape(-1, self.dim), output.indices.reshape(-1))
         return output
 
     @torch.no_grad()

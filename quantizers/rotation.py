@@ -45,8 +45,7 @@ from torch import Tensor
 
 from .base import QuantizerOutput
 from .registry import register
-from .search import nearest_code
-from .vq import VectorQuantizer, vqvae_output
+from .vq import VectorQuantizer
 
 _EPS = 1e-12
 
@@ -70,11 +69,8 @@ class RotationTrickQuantizer(VectorQuantizer):
     learns_codebook_by_gradient = True
 
     def forward(self, z: Tensor) -> QuantizerOutput:
-        self.check_input(z)
-        flat = z.reshape(-1, self.dim)
-        indices = nearest_code(flat, self.embedding)
-        codes = F.embedding(indices, self.embedding).view_as(z)
-        output = vqvae_output(z, codes, indices, beta=self.beta, codebook_size=self.codebook_size)
+        output = super().forward(z)  # vq's search and loss; only the estimator of the gradient to z differs
+        codes = output.quantized.detach()  # straight_through's value is exactly the selected codes
         transformed = rotate_and_rescale(z, codes)
         # forward value exactly the code; gradient to z that of sg(lambda R) z, not the identity
-        return replace(output, quantized=codes.detach() + (transformed - transformed.detach()))
+        return replace(output, quantized=codes + (transformed - transformed.detach()))
