@@ -154,7 +154,9 @@ def train(config: TrainConfig, *, tracking: RunTracking | None = None,
 
     from benchmark.data import load_dataset
     from benchmark.device import resolve_device
-    from benchmark.evaluation import checkpoint_steps, convergence, evaluate, evaluation_plan, fid_metrics
+    from benchmark.evaluation import (checkpoint_steps, convergence, evaluate, evaluation_plan, fid_metrics,
+                                      reconstruct)
+    from benchmark.fid import weights_provenance
     from benchmark.metrics import CodeUsageWindow
     from benchmark.probes import DeadCodeRevival, codes_with_gradient, collapse_probes
 
@@ -172,7 +174,7 @@ def train(config: TrainConfig, *, tracking: RunTracking | None = None,
                                seed=DATASET_SEED)
         train_images, test_images = torch.as_tensor(dataset.train), torch.as_tensor(dataset.test)
         plan = evaluation_plan(dataset, config.eval_samples, config.fid_samples)
-        fid_provenance = fid_weights_provenance() if config.fid_samples else {}
+        fid_provenance = weights_provenance() if config.fid_samples else {}
         if getattr(quantizer, "needs_data_init", False):
             quantizer.initialize_from_data(train_images, data_key=f"{dataset.digest}-{config.image_size}px",
                                            token_grid=config.image_size // 2 ** config.num_downsamples)
@@ -312,8 +314,6 @@ def train(config: TrainConfig, *, tracking: RunTracking | None = None,
             if keys.EVAL_CONVERGED in final:
                 run.set_tags({keys.TAG_CONVERGED: "yes" if final[keys.EVAL_CONVERGED] else "no"})
             run.log_metrics(final, config.steps)
-            from benchmark.evaluation import reconstruct
-
             grid_originals = test_images[plan.grid_indices].float().div_(255.0)
             grid_reconstructions, _ = reconstruct(model, test_images[plan.grid_indices], device)
             run.log_image(reconstruction_grid(grid_originals, grid_reconstructions), "reconstructions.png")
@@ -327,9 +327,3 @@ def train(config: TrainConfig, *, tracking: RunTracking | None = None,
         run.flush()
         result = TrainResult(run_id=run.run_id, metrics={**latest, **final, **cost})
     return result
-
-
-def fid_weights_provenance() -> dict[str, str]:
-    from benchmark.fid import weights_provenance
-
-    return weights_provenance()
