@@ -12,7 +12,7 @@ import math
 
 import pandas as pd
 
-from benchmark import keys
+from benchmark.tracking import keys
 
 from .statistics import mean_ci
 

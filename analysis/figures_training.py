@@ -13,7 +13,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
 
-from benchmark import keys
+from benchmark.tracking import keys
 
 from .mechanism import PROBES
 from .plotting import (FigureResult, grid, in_panel, latent_facets, place, quantizer_order, shape, share, skip)

@@ -21,7 +21,7 @@ import math
 
 import pandas as pd
 
-from benchmark import keys
+from benchmark.tracking import keys
 
 from .statistics import ALPHA, holm, spearman, spearman_ci
 

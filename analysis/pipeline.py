@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark import keys
+from benchmark.tracking import keys
 
 REPORT_NAME = "report.md"
 RESULTS_CSV = "results.csv"
@@ -58,8 +58,8 @@ def regenerate(out_dir: str | Path, experiment: str | None = None, sweep: str | 
     file is written)."""
     from mlflow import MlflowClient
 
-    from benchmark.fid import MIN_UNBIASED_IMAGES
-    from benchmark.tracking import resolve_tracking_uri
+    from benchmark.evaluation.fid import MIN_UNBIASED_IMAGES
+    from benchmark.tracking.runs import resolve_tracking_uri
 
     from . import figures as figs
     from .checkpoints import movement

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from benchmark import keys
-from benchmark.fid import MIN_UNBIASED_IMAGES
+from benchmark.tracking import keys
+from benchmark.evaluation.fid import MIN_UNBIASED_IMAGES
 
 from . import report_sections as sections
 from .figures import FigureResult
@@ -99,7 +99,7 @@ def _rfid_lines(frame: pd.DataFrame) -> list[str]:
     images = int(frame[column].dropna().min()) if frame[column].notna().any() else 0
     if images < MIN_UNBIASED_IMAGES:
         return [f"- rFID/rKID on **{images or 'an unrecorded number of'} images** (< {MIN_UNBIASED_IMAGES}, "
-                "`benchmark.fid.MIN_UNBIASED_IMAGES`): biased upward and dominated by small-sample error, so at "
+                "`benchmark.evaluation.fid.MIN_UNBIASED_IMAGES`): biased upward and dominated by small-sample error, so at "
                 "this count rFID **carries no signal** between methods; no verdict uses it."]
     return [f"- rFID/rKID on {images} images (≥ {MIN_UNBIASED_IMAGES}); compare only at equal image counts."]
 

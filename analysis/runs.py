@@ -1,6 +1,6 @@
 """MLflow -> pandas: pick the runs of a sweep or an experiment and flatten them into DataFrames.
 
-Analysis reads only MLflow, through the names in :mod:`benchmark.keys`. One row per trial run in
+Analysis reads only MLflow, through the names in :mod:`benchmark.tracking.keys`. One row per trial run in
 :func:`runs_frame`; curves (step metrics) in long form in :func:`load_histories`.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from benchmark import keys
+from benchmark.tracking import keys
 
 KIND_TRIAL = "trial"
 KIND_SWEEP = "sweep"

@@ -40,7 +40,7 @@ cleanup() {
     echo "gpu_check: logs in $WORK"
 }
 trap cleanup EXIT
-free_port() { "$PY" -c "from benchmark.ui import free_port; print(free_port())"; }
+free_port() { "$PY" -c "from benchmark.tracking.ui import free_port; print(free_port())"; }
 wait_for() {  # wait_for FILE TEXT
     for _ in $(seq 1 240); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.5; done
     echo "gpu_check: '$2' never appeared in $1:"; tail -20 "$1"; exit 1
@@ -62,7 +62,7 @@ setsid "$RAY" start --head --block --port="$PORT" --include-dashboard=false --di
     --temp-dir="$WORK/ray" "${RAY_GPUS[@]}" >"$WORK/ray.log" 2>&1 &
 PIDS+=($!)
 wait_for "$WORK/ray.log" "Ray runtime started"
-ADDRESS=$("$PY" -c "from benchmark.server import machine_address; print(machine_address())"):$PORT
+ADDRESS=$("$PY" -c "from benchmark.tracking.server import machine_address; print(machine_address())"):$PORT
 echo "   $ADDRESS"
 
 echo "== 3. sweep on the cluster (--address, --gpus-per-trial $GPUS_PER_TRIAL, --device $DEVICE)"
@@ -76,7 +76,7 @@ echo "== 4. every trial's run on the server: FINISHED, on $DEVICE, with artifact
 "$PY" - "$URI" "$DEVICE" <<'EOF'
 import sys
 from mlflow.tracking import MlflowClient
-from benchmark import keys
+from benchmark.tracking import keys
 uri, device = sys.argv[1], sys.argv[2]
 client = MlflowClient(uri)
 experiment = client.get_experiment_by_name("gpu-check")

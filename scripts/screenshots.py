@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from benchmark import keys
-from benchmark.ui import free_port, wait_until_serving
-from benchmark.ui_browser import MODEL_TRAINING, headless_chromium, runs_page_names
+from benchmark.tracking import keys
+from benchmark.tracking.ui import free_port, wait_until_serving
+from benchmark.tracking.ui_browser import MODEL_TRAINING, headless_chromium, runs_page_names
 
 
 def main() -> int:

@@ -32,7 +32,7 @@ FORWARDED_ENV = ("VQBENCH_OFFLINE", "VQBENCH_MLFLOW_RETRIES", "MLFLOW_LOGGING_LE
 #: Loggers whose INFO lines and warnings bury the sweep's progress (``--verbose`` keeps them). Tune's
 #: warnings on an interrupt advise ``Tuner.restore``, which is not how a vqbench sweep resumes.
 CHATTY_LOGGERS = {"ray": logging.WARNING, "ray.tune": logging.ERROR, "mlflow": logging.WARNING,
-                  "alembic": logging.WARNING, "benchmark.store": logging.ERROR,
+                  "alembic": logging.WARNING, "benchmark.tracking.store": logging.ERROR,
                   "ray._private.authentication.authentication_token_setup": logging.ERROR}
 FIX = ("start a tracking server that every worker can reach -- `vqbench server --host 0.0.0.0` on one machine "
        "-- and pass the URI it prints: --tracking-uri http://HOST:5000 "
@@ -110,7 +110,7 @@ def check_target(address: str | None, tracking_uri: str, num_cpus: int | None) -
                          f"pass --address local for a private local Ray")
     reason = unreachable_reason(tracking_uri)
     if reason:
-        from benchmark.store import redact
+        from benchmark.tracking.store import redact
 
         raise ValueError(f"this sweep runs on the Ray cluster at {target.address} (from {target.source}), whose "
                          f"workers cannot log to the MLflow store {redact(tracking_uri)}: {reason}. Nothing was "
@@ -120,7 +120,7 @@ def check_target(address: str | None, tracking_uri: str, num_cpus: int | None) -
 
 def runtime_env(tracking_uri: str, cluster: bool) -> dict:
     """What every trial process gets: the store, vqbench's settings, and on a cluster vqbench's code."""
-    from benchmark.store import HTTP_RETRY_DEFAULTS
+    from benchmark.tracking.store import HTTP_RETRY_DEFAULTS
 
     env_vars = {"MLFLOW_TRACKING_URI": tracking_uri, "RAY_CHDIR_TO_TRIAL_DIR": "0",
                 **{name: os.environ.get(name, value) for name, value in HTTP_RETRY_DEFAULTS.items()}}
@@ -178,7 +178,7 @@ def check_store_reachable(tracking_uri: str) -> None:
     others = sorted({n["NodeManagerAddress"] for n in alive_nodes()} - {here})
     reason = unreachable_reason(tracking_uri) if others else None
     if reason:
-        from benchmark.store import redact
+        from benchmark.tracking.store import redact
 
         raise ValueError(f"the connected Ray cluster has nodes on other machines ({', '.join(others)}) that cannot "
                          f"log to the MLflow store {redact(tracking_uri)}: {reason}. Fix: {FIX}.")
@@ -200,7 +200,7 @@ class ClusterSummary:
 
 
 def _node_versions() -> dict[str, str]:
-    from benchmark.tracking import package_versions
+    from benchmark.tracking.runs import package_versions
     import platform
     import socket
 

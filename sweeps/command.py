@@ -128,8 +128,8 @@ def parse_assignments(assignments: list[str]) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmark.store import MlflowStoreError
-    from benchmark.tracking import resolve_tracking_uri
+    from benchmark.tracking.store import MlflowStoreError
+    from benchmark.tracking.runs import resolve_tracking_uri
 
     from .cluster import check_target, quiet_logging
     from .launch import SweepSettings, default_experiment, default_sweep_name, load_state, resume_sweep, start_sweep

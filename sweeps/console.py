@@ -13,7 +13,7 @@ import time
 
 from ray import tune
 
-from benchmark import keys
+from benchmark.tracking import keys
 
 from .report import root_cause
 from .trainable import REUSED, STATUS, STATUS_NAN

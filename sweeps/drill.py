@@ -43,7 +43,7 @@ def sweep_file(path: Path, steps: int) -> Path:
 
 class Drill:
     def __init__(self, workdir: Path, steps: int, num_cpus: int):
-        from benchmark.ui import free_port
+        from benchmark.tracking.ui import free_port
 
         self.workdir = workdir
         self.port = free_port()
@@ -60,7 +60,7 @@ class Drill:
 
     # ------------------------------------------------------------------ processes
     def start_server(self) -> None:
-        from benchmark.ui import wait_until_serving
+        from benchmark.tracking.ui import wait_until_serving
 
         self.server = subprocess.Popen(
             [sys.executable, "-m", "benchmark.cli", "server", "--backend-store-uri", self.store, "--port",
@@ -105,7 +105,7 @@ class Drill:
         from mlflow.entities import ViewType
         from mlflow.tracking import MlflowClient
 
-        from benchmark import keys
+        from benchmark.tracking import keys
         from sweeps.mlflow_runs import PARENT_RUN_TAG
 
         client = MlflowClient(self.uri)
@@ -123,7 +123,7 @@ class Drill:
         return sum(r.info.status == "RUNNING" and r.info.lifecycle_stage == "active" for r in self.runs(name)[1])
 
     def audit(self, name: str) -> dict[str, int]:
-        from benchmark import keys
+        from benchmark.tracking import keys
         from sweeps.grid import SweepGrid, expand_grid
         from sweeps.launch import load_state
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from benchmark.config import TrainConfig
+from benchmark.training.config import TrainConfig
 
 #: The grid's axes: the only TrainConfig fields that may differ between the trials of one sweep.
 AXES = ("quantizer", "codebook_size", "latent_dim", "seed")

@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from benchmark import keys, tracking
+from benchmark.tracking import keys
+from benchmark.tracking import runs as tracking
 
 from . import cluster, mlflow_runs
 from .grid import Expansion, SweepGrid, expand_grid

@@ -34,25 +34,28 @@ def test_image_count(config) -> int:
     elif config.dataset == "folder":
         from pathlib import Path
 
-        from benchmark.datasets.folder import TEST_FRACTION, list_images, path_rank
+        from benchmark.data.folder import TEST_FRACTION, list_images, path_rank
 
         root = Path(config.data_dir).expanduser().resolve()
         if not root.is_dir():
             raise ValueError(f"data_dir for dataset 'folder' must be an existing folder, got {config.data_dir!r}")
         available = max(1, sum(path_rank(f) < TEST_FRACTION for f in list_images(root)))
     else:
-        from benchmark.data import load_dataset
+        from benchmark.data.sources import load_dataset
 
-        available = len(load_dataset(config.dataset, image_size=config.image_size, data_dir=config.data_dir).test)
+        from benchmark.training.setup import data_request
+
+        available = len(load_dataset(config.dataset, data_request(config)).test)
     return min(available, config.eval_samples or available)
 
 
 def measurement_plan(config, codebook_sizes: list[int]) -> list[SizeMeasurement]:
     """Test tokens and uniform ceiling at each of ``codebook_sizes`` for the budget ``config``."""
-    from benchmark.evaluation import utilization_ceiling
+    from benchmark.evaluation.usage import utilization_ceiling
 
-    grid = config.image_size // 2 ** config.num_downsamples
-    tokens = test_image_count(config) * grid * grid
+    from benchmark.models.registry import get_backbone
+
+    tokens = test_image_count(config) * get_backbone(config.resolved_backbone()).tokens(config)
     return [SizeMeasurement(size, tokens, utilization_ceiling(size, tokens)) for size in sorted(set(codebook_sizes))]
 
 

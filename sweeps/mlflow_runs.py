@@ -1,19 +1,19 @@
 """The sweep's side of MLflow: the parent run, and the child runs of one trial (found by its ``trial_key`` tag) so that a resumed sweep neither reruns nor duplicates them.
 
-The trainer writes each trial's run (``benchmark.tracking.RunTracking(parent_run_id=...)``); this module
+The trainer writes each trial's run (``benchmark.tracking.runs.RunTracking(parent_run_id=...)``); this module
 only creates the parent, looks runs up, and retires leftovers of killed attempts. Every call goes
-through :func:`benchmark.store.client`, so each is retried with back-off.
+through :func:`benchmark.tracking.store.client`, so each is retried with back-off.
 """
 from __future__ import annotations
 
-from benchmark import keys
+from benchmark.tracking import keys
 
 KIND_SWEEP = "sweep"
 KIND_TRIAL = "trial"
 PARENT_RUN_TAG = "mlflow.parentRunId"   # MLflow's own tag on child runs
 DESCRIPTION_TAG = "mlflow.note.content"  # MLflow's own tag: the run description shown in the UI
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
-# Tags only sweeps write and read (the trial's own tags live in benchmark.keys):
+# Tags only sweeps write and read (the trial's own tags live in benchmark.tracking.keys):
 SWEEP_UID_TAG = "vqbench.sweep_uid"     # on the parent: finds it again if the driver died right after creating it
 OUTCOME_TAG = "vqbench.outcome"         # on a trial run: "nan" when its loss diverged (final: not rerun)
 OUTCOME_NAN = "nan"
@@ -22,7 +22,7 @@ HOST_TAG = "vqbench.host"               # on a trial run: that node's host name
 
 
 def client_for(uri: str):
-    from benchmark import store
+    from benchmark.tracking import store
 
     return store.client(uri)
 

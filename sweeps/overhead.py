@@ -22,8 +22,8 @@ TINY_BUDGET = {"image_size": 16, "width": 8, "num_res_blocks": 0, "num_downsampl
 def measure(steps: int, trials: int, workdir: Path) -> dict[str, float]:
     import torch
 
-    from benchmark.tracking import RunTracking
-    from benchmark.train import train
+    from benchmark.tracking.runs import RunTracking
+    from benchmark.training.trainer import train
 
     from .grid import SweepGrid, base_config, expand_grid
     from .launch import SweepSettings, start_sweep

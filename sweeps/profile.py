@@ -13,7 +13,7 @@
    writes and idle cores; one median trial's split; and the ratio sweep wall time / bare-loop wall time.
 
 The split is in core-seconds (the sweep's wall time × its cores): each trial's stages come from its own
-clock (``benchmark.train.StageClock``); what no trial accounts for is the sweep's own overhead (Ray start,
+clock (``benchmark.training.trainer.StageClock``); what no trial accounts for is the sweep's own overhead (Ray start,
 worker start-up and imports, Tune's bookkeeping) and the cores left idle, told apart by the CPU samples.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmark import keys
+from benchmark.tracking import keys
 
 STAGES = [("setup (data load, model build, quantizer init)", keys.COST_SETUP_TIME),
           ("training steps", keys.COST_TRAIN_TIME), ("probes", keys.COST_PROBE_TIME),
@@ -69,26 +69,25 @@ def bare_trial_seconds(config_dict: dict) -> float:
     import torch
     import torch.nn.functional as F
 
-    from benchmark.config import TrainConfig
-    from benchmark.data import load_dataset
-    from benchmark.evaluation import to_float_images
-    from benchmark.train import DATA_ORDER_SEED_OFFSET, DATASET_SEED, batch_order, build_model, build_optimizer
+    from benchmark.training.config import TrainConfig
+    from benchmark.data.sources import load_dataset
+    from benchmark.evaluation.modality import get_modality
+    from benchmark.training.setup import (DATA_ORDER_SEED_OFFSET, batch_order, build_model, build_optimizer, data_request,
+                                          initialize_from_data)
 
     torch.set_num_threads(1)
     config = TrainConfig.from_dict(config_dict)
-    dataset = load_dataset(config.dataset, image_size=config.image_size, data_dir=config.data_dir,
-                           seed=DATASET_SEED)
+    dataset = load_dataset(config.dataset, data_request(config))
+    to_float = get_modality(dataset.modality).to_float
     images = torch.as_tensor(dataset.train)
     started = time.perf_counter()
     model = build_model(config, dataset.channels)
-    if getattr(model.quantizer, "needs_data_init", False):  # part of the method, cached after the sweep
-        model.quantizer.initialize_from_data(images, data_key=f"{dataset.digest}-{config.image_size}px",
-                                             token_grid=config.image_size // 2 ** config.num_downsamples)
+    initialize_from_data(model.quantizer, config, dataset, images)  # part of the method, cached after the sweep
     optimizer = build_optimizer(config, [p for p in model.parameters() if p.requires_grad])
     batches = batch_order(len(images), config.batch_size, config.seed + DATA_ORDER_SEED_OFFSET)
     device = torch.device("cpu")
     for _ in range(config.steps):
-        batch = to_float_images(images[next(batches)], device)
+        batch = to_float(images[next(batches)], device)
         output = model(batch)
         loss = F.mse_loss(output.reconstruction, batch) + output.quantizer.loss
         optimizer.zero_grad(set_to_none=True)

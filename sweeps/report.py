@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from benchmark import keys
+from benchmark.tracking import keys
 
 from .grid import Expansion, SweepGrid, Trial
 

@@ -1,4 +1,4 @@
-"""The Ray Tune function trainable: one trial is one call of :func:`benchmark.train.train`.
+"""The Ray Tune function trainable: one trial is one call of :func:`benchmark.training.trainer.train`.
 
 Before training, a trial looks up its own runs under the sweep's parent run by its ``trial_key`` tag:
 
@@ -18,7 +18,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from benchmark import keys
+from benchmark.tracking import keys
 
 from . import mlflow_runs
 from .grid import Trial
@@ -95,8 +95,8 @@ def run_trial(tune_config: dict, trials: dict[str, dict] | None = None, sweep: d
     for run in earlier:
         mlflow_runs.retire_run(client, run)
 
-    from benchmark.tracking import RunTracking
-    from benchmark.train import NonFiniteLossError, train
+    from benchmark.tracking.runs import RunTracking
+    from benchmark.training.trainer import NonFiniteLossError, train
 
     tracking = RunTracking(tracking_uri=context.tracking_uri, experiment=context.experiment,
                            run_name=trial.run_name, parent_run_id=context.parent_run_id,
@@ -152,7 +152,7 @@ def _record_failure(client, context: SweepContext, trial: Trial, error: BaseExce
 
 def _create_trial_run(client, context: SweepContext, trial: Trial) -> str:
     """A run for a trial that failed before the trainer created one, tagged like a trainer's run."""
-    from benchmark import tracking
+    from benchmark.tracking import runs as tracking
     from mlflow.entities import Param
 
     c = trial.config

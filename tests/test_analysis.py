@@ -23,7 +23,7 @@ from analysis.pipeline import ARTIFACT_DIR, analysed_runs  # noqa: E402
 from analysis.plotting import CEILING_LABEL  # noqa: E402
 from analysis.runs import select_runs  # noqa: E402
 from analysis.trends import COLLAPSES, NO_MEANINGFUL_TREND, NO_TREND, NOT_CONVERGED, size_trends  # noqa: E402
-from benchmark import keys  # noqa: E402
+from benchmark.tracking import keys  # noqa: E402
 from benchmark.cli import main  # noqa: E402
 
 from .test_analysis_synthetic import (BATCH_SIZE, CHECKPOINTS, FSQ_REAL_SIZE, SEEDS, SIZES, STEPS, TOKENS,  # noqa: E402

@@ -9,8 +9,8 @@ import time
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from benchmark import keys
-from benchmark.config import TrainConfig
+from benchmark.tracking import keys
+from benchmark.training.config import TrainConfig
 
 SIZES = [256, 1024, 4096]
 FSQ_REAL_SIZE = {256: 240, 1024: 1000, 4096: 4000}   # FSQ rounds a requested size to a level product

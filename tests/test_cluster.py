@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import keys
-from benchmark.server import machine_address
-from benchmark.ui import free_port, wait_until_serving
+from benchmark.tracking import keys
+from benchmark.tracking.server import machine_address
+from benchmark.tracking.ui import free_port, wait_until_serving
 from sweeps.mlflow_runs import HOST_TAG, NODE_TAG, PARENT_RUN_TAG
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,9 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark.data import DATASETS, ImageDataset, content_digest, load_dataset
-from benchmark.datasets import cifar10, fashion_mnist, photos
-from benchmark.datasets.cache import cached_dataset
+from benchmark.data.dataset import Dataset
+from benchmark.data.sources import available_sources, load_dataset
+from benchmark.data.dataset import content_digest
+from benchmark.data import cifar10, fashion_mnist, photos
+from benchmark.data.cache import cached_dataset
 
 
 def rows_as_bytes(images: torch.Tensor) -> set[bytes]:
@@ -25,7 +27,7 @@ def rows_as_bytes(images: torch.Tensor) -> set[bytes]:
 def test_unknown_dataset_lists_the_choices(tmp_path):
     with pytest.raises(ValueError, match="cifar10") as error:
         load_dataset("imagenet", cache_dir=tmp_path)
-    assert all(name in str(error.value) for name in DATASETS)
+    assert all(name in str(error.value) for name in available_sources())
 
 
 @pytest.mark.parametrize("image_size", [4, 30, 0, -8, 16.0, True])
@@ -126,7 +128,7 @@ def test_photos_test_groups_name_every_photo(small_photos):
 
 
 def test_stratified_sample_covers_every_source_and_is_fixed():
-    from benchmark.data import indices_digest, stratified_sample
+    from benchmark.data.sampling import indices_digest, stratified_sample
 
     groups = torch.cat([torch.full((n,), g) for g, n in enumerate([500, 30, 7, 200, 1])])
     chosen = stratified_sample(groups, len(groups), 40, seed=0)
@@ -355,12 +357,12 @@ def test_empty_or_missing_folder_is_a_clear_error(tmp_path):
 
 def test_image_dataset_channels():
     images = torch.zeros(2, 1, 8, 8, dtype=torch.uint8)
-    dataset = ImageDataset("x", "here", images, images, content_digest(images, images))
+    dataset = Dataset("x", "here", images, images, content_digest(images, images))
     assert dataset.channels == 1 and dataset.image_size == 8
 
 
 def test_cache_dir_defaults_to_the_environment(tmp_path, monkeypatch):
-    from benchmark.data import resolve_cache_dir
+    from benchmark.data.sources import resolve_cache_dir
 
     monkeypatch.setenv("VQBENCH_CACHE", str(tmp_path / "env-cache"))
     assert resolve_cache_dir(None) == tmp_path / "env-cache"

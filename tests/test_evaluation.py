@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from benchmark import keys
-from benchmark.data import load_dataset
-from benchmark.evaluation import (checkpoint_steps, convergence, evaluation_plan, perplexity_ceiling,
-                                  usage_metrics, utilization_ceiling)
+from benchmark.tracking import keys
+from benchmark.data.sources import load_dataset
+from benchmark.evaluation.checkpoints import (checkpoint_steps, convergence, evaluation_plan, perplexity_ceiling, usage_metrics)
+from benchmark.evaluation.usage import utilization_ceiling
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import keys, store
-from benchmark.config import TrainConfig
-from benchmark.ui import free_port, wait_until_serving
+from benchmark.tracking import keys
+from benchmark.tracking import store
+from benchmark.training.config import TrainConfig
+from benchmark.tracking.ui import free_port, wait_until_serving
 from sweeps.grid import SweepGrid, base_config, expand_grid
 from sweeps.launch import SweepSettings, resume_sweep, start_sweep
 from sweeps.mlflow_runs import PARENT_RUN_TAG
@@ -146,7 +147,7 @@ def test_a_tracking_server_killed_and_restarted_mid_write_loses_nothing(tmp_path
     server = start_server(store_uri, port, tmp_path / "server.log")
     uri = f"http://127.0.0.1:{port}"
     client = store.client(uri)
-    from benchmark.tracking import experiment_id
+    from benchmark.tracking.runs import experiment_id
 
     run = client.create_run(experiment_id(client, "restart"), run_name="survives")
     stop(server, signal.SIGKILL)
@@ -165,9 +166,9 @@ def test_a_tracking_server_killed_and_restarted_mid_write_loses_nothing(tmp_path
 
 FIRST_WRITER = """
 import sys, time
-from benchmark.config import TrainConfig
-from benchmark.tracking import RunTracking
-from benchmark.train import train
+from benchmark.training.config import TrainConfig
+from benchmark.tracking.runs import RunTracking
+from benchmark.training.trainer import train
 start_at = float(sys.argv[2])
 time.sleep(max(0.0, start_at - time.time()))  # both processes reach the fresh store at the same moment
 config = TrainConfig(quantizer="vq", codebook_size=16, latent_dim=4, image_size=16, width=4, num_res_blocks=0,

@@ -204,8 +204,8 @@ def test_weights_provenance_names_source_and_digest(offline_weights, isolated_ca
 
 @pytest.mark.slow
 def test_rfid_of_the_stratified_sample_with_itself_is_zero(offline_weights, isolated_cache, tmp_path):
-    from benchmark.data import load_dataset
-    from benchmark.evaluation import evaluation_plan
+    from benchmark.data.sources import load_dataset
+    from benchmark.evaluation.checkpoints import evaluation_plan
 
     dataset = load_dataset("photos", cache_dir=tmp_path / "data")
     plan = evaluation_plan(dataset, None, fid_samples=24)

@@ -8,17 +8,9 @@ import torch
 from skimage.metrics import structural_similarity
 
 import quantizers
-from benchmark.metrics import (
-    CodeUsageWindow,
-    code_counts,
-    effective_rank,
-    gradient_coverage,
-    moved_fraction,
-    perplexity,
-    psnr,
-    ssim,
-    utilization,
-)
+from benchmark.evaluation.usage import CodeUsageWindow, code_counts, perplexity, utilization
+from benchmark.evaluation.codebook import effective_rank, gradient_coverage, moved_fraction
+from benchmark.evaluation.image_quality import psnr, ssim
 
 
 # ----------------------------------------------------------------------------- code usage

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 import quantizers
-from benchmark.config import TrainConfig
-from benchmark.model import NonFiniteLatentError, build_backbone, from_tokens, to_tokens
-from benchmark.train import build_model
+from benchmark.training.config import TrainConfig
+from benchmark.models.autoencoder import NonFiniteLatentError, from_tokens, to_tokens
+from benchmark.models.conv2d import build_backbone
+from benchmark.training.setup import build_model
 
 TINY = dict(codebook_size=64, latent_dim=8, image_size=16, width=16, num_res_blocks=1, num_downsamples=2)
 
@@ -33,7 +34,7 @@ def test_tokens_round_trip_keeps_positions(rng):
     tokens = to_tokens(latents)
     assert tokens.shape == (2, 12, 5)
     assert torch.equal(tokens[1, 1 * 4 + 2], latents[1, :, 1, 2])  # token index = row * width + column
-    assert torch.equal(from_tokens(tokens, 3, 4), latents)
+    assert torch.equal(from_tokens(tokens, (3, 4)), latents)
 
 
 def test_grayscale_and_no_downsampling():

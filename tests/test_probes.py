@@ -1,4 +1,4 @@
-"""Collapse-theory probes (benchmark.probes) on hand-built cases whose answers are known."""
+"""Collapse-theory probes (benchmark.evaluation.probes) on hand-built cases whose answers are known."""
 from __future__ import annotations
 
 import math
@@ -9,12 +9,11 @@ import scipy.linalg
 import torch
 
 import quantizers
-from benchmark import keys
+from benchmark.tracking import keys
 from quantizers.base import Quantizer
-from benchmark.metrics import effective_rank
-from benchmark.probes import (DeadCodeRevival, codebook_rank_is_fixed, codes_with_gradient, collapse_probes,
-                              centred_effective_rank, distribution_gap, gaussian_w2_squared, searches_codebook,
-                              unused_code_distance)
+from benchmark.evaluation.codebook import effective_rank
+from benchmark.evaluation.probes import (DeadCodeRevival, codebook_rank_is_fixed, codes_with_gradient, collapse_probes, centred_effective_rank, distribution_gap, searches_codebook, unused_code_distance)
+from benchmark.evaluation.geometry import gaussian_w2_squared
 
 
 # ----------------------------------------------------------------------------- dead-code revival

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark import keys
-from benchmark.config import TrainConfig
+from benchmark.tracking import keys
+from benchmark.training.config import TrainConfig
 from sweeps.profile import STAGES, bare_trial_seconds, markdown, summarize
 
 

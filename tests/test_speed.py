@@ -7,8 +7,8 @@ import json
 import pytest
 
 from benchmark import cli
-from benchmark.speed import FLOOR, BenchCase, markdown_table, run_case
-from benchmark.speed_reference import REFERENCE_FOR_METHOD, reference_available
+from benchmark.speed.bench import FLOOR, BenchCase, markdown_table, run_case
+from benchmark.speed.reference import REFERENCE_FOR_METHOD, reference_available
 
 IMPOSSIBLE_K = 2**40  # a 2^40 x 8 fp32 codebook is 32 TiB
 
@@ -76,7 +76,7 @@ def test_unknown_quantizer_is_a_clean_cli_error(tmp_path, capsys):
 def test_each_reference_adapter_runs_forward_and_backward(implementation):
     import torch
 
-    from benchmark.speed_reference import build_reference
+    from benchmark.speed.reference import build_reference
 
     torch.manual_seed(0)
     reference = build_reference(implementation, dim=8, codebook_size=256)

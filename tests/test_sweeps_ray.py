@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import keys
+from benchmark.tracking import keys
 from sweeps.grid import SweepGrid, base_config, expand_grid
 from sweeps.launch import SweepSettings, resume_sweep, start_sweep
 from sweeps.mlflow_runs import PARENT_RUN_TAG

@@ -10,11 +10,11 @@ import socket
 
 import pytest
 
-from benchmark import keys
+from benchmark.tracking import keys
 from benchmark.cli import main
-from benchmark.config import TrainConfig
-from benchmark.tracking import RunTracking, resolve_tracking_uri
-from benchmark.train import NonFiniteLossError, train
+from benchmark.training.config import TrainConfig
+from benchmark.tracking.runs import RunTracking, resolve_tracking_uri
+from benchmark.training.trainer import NonFiniteLossError, train
 
 TINY = dict(codebook_size=64, latent_dim=8, image_size=16, width=16, batch_size=16, eval_samples=64,
             fid_samples=0, log_every=5, probe_every=5, warmup_steps=2, dead_code_window=10)
@@ -36,7 +36,7 @@ def client(store):
 @pytest.fixture(scope="module")
 def trial(store, client):
     """One tracked tiny trial, nested under a parent run the way a sweep nests it."""
-    from benchmark.tracking import experiment_id
+    from benchmark.tracking.runs import experiment_id
 
     parent = client.create_run(experiment_id(client, EXPERIMENT), run_name="sweep parent")
     config = TrainConfig(quantizer="vq", steps=20, seed=2, **TINY)

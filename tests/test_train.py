@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark import keys
-from benchmark.config import TrainConfig
-from benchmark.train import batch_order, learning_rate, train
+from benchmark.tracking import keys
+from benchmark.training.config import TrainConfig
+from benchmark.training.trainer import train
+from benchmark.training.setup import batch_order, learning_rate
 
 TINY = dict(codebook_size=64, latent_dim=8, image_size=16, width=16, batch_size=16, eval_samples=64,
             fid_samples=0, log_every=5, probe_every=10, warmup_steps=5, dead_code_window=10)
@@ -103,7 +104,7 @@ def test_checkpoint_evaluations_give_utilization_against_samples_seen():
 
 
 def test_paper_optimizer_is_adam_with_the_papers_betas():
-    from benchmark.train import build_optimizer
+    from benchmark.training.setup import build_optimizer
 
     optimizer = build_optimizer(TrainConfig(optimizer="adam-paper", lr=1e-4), [torch.nn.Parameter(torch.zeros(2))])
     assert type(optimizer) is torch.optim.Adam and optimizer.defaults["betas"] == (0.5, 0.9)

@@ -13,9 +13,9 @@ import sys
 
 import pytest
 
-from benchmark import keys
-from benchmark.ui import free_port, wait_until_serving
-from benchmark.ui_browser import find_browser, headless_chromium, runs_page_names
+from benchmark.tracking import keys
+from benchmark.tracking.ui import free_port, wait_until_serving
+from benchmark.tracking.ui_browser import find_browser, headless_chromium, runs_page_names
 from sweeps.grid import SweepGrid, base_config, expand_grid
 from sweeps.launch import SweepSettings, start_sweep
 

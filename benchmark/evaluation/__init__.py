@@ -1,0 +1,1 @@
+"""Evaluation: code usage and its ceilings, collapse probes, checkpoint evaluation, reconstruction quality, FID."""

@@ -1,0 +1,66 @@
+"""The backbone registry: ``build_backbone_for(config, channels) -> (encoder, decoder)`` by name.
+
+A backbone is one module in this package whose builder is decorated by :func:`register_backbone`, plus its
+module name in :data:`BACKBONE_MODULES`. Every backbone maps a modality's float input to latents
+``(B, latent_dim, *grid)`` and back, and draws its parts from separately seeded streams
+(:mod:`benchmark.models.seeding`), so it is identical across quantizers and latent dims for a seed.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+#: Modules that register backbones, imported on first lookup. A new backbone: one module + one name here.
+BACKBONE_MODULES = ("conv2d",)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    name: str
+    modality: str                       # the modality whose inputs it reads: "image" | "audio"
+    build: Callable                     # build(config, channels) -> (encoder, decoder)
+    #: tokens(config) -> tokens per stored sample (images: the latent grid's h·w; audio: samples / hop)
+    tokens: Callable
+    #: token_grid(config) -> the side of a square image token grid, or None where there is none (audio);
+    #: what a data-initialized quantizer (VQGAN-LC) pools image features onto
+    token_grid: Callable = lambda config: None
+    description: str = ""
+
+
+_BACKBONES: dict[str, Backbone] = {}
+_imported = False
+
+
+def register_backbone(name: str, *, modality: str, tokens: Callable, token_grid: Callable | None = None,
+                      description: str = ""):
+    """Decorator: make ``build(config, channels) -> (encoder, decoder)`` buildable as ``name``."""
+
+    def decorate(build):
+        if name in _BACKBONES and _BACKBONES[name].build is not build:
+            raise ValueError(f"backbone {name!r} is registered twice")
+        _BACKBONES[name] = Backbone(name, modality, build, tokens, token_grid or (lambda config: None),
+                                    description or (build.__doc__ or "").strip())
+        return build
+
+    return decorate
+
+
+def _import_backbones() -> None:
+    global _imported
+    if not _imported:
+        for module in BACKBONE_MODULES:
+            importlib.import_module(f"benchmark.models.{module}")
+        _imported = True
+
+
+def available_backbones() -> tuple[str, ...]:
+    _import_backbones()
+    return tuple(_BACKBONES)
+
+
+def get_backbone(name: str) -> Backbone:
+    _import_backbones()
+    if name not in _BACKBONES:
+        raise ValueError(f"backbone must be one of {list(_BACKBONES)}, got {name!r}")
+    return _BACKBONES[name]

@@ -1,0 +1,1 @@
+"""The speed benchmark: per-configuration timing and memory against a reference implementation."""

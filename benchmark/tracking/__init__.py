@@ -1,0 +1,1 @@
+"""Tracking: MLflow key names, the store and its retries, trial runs, the tracking server and the UI."""
