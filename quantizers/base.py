@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable
+from pathlib import Path
+from typing import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -51,10 +52,25 @@ class Quantizer(nn.Module):
         self.dim = check_int("dim", dim, minimum=1)
         self.codebook_size = check_int("codebook_size", codebook_size, minimum=2)
 
-    def initialize_from_data(self, images: Tensor, *, data_key: str, token_grid: int) -> None:
-        """Data-dependent initialization, called once by the trainer before the optimizer is built, with the
-        training images uint8 (N, C, H, W) on the CPU, a key that identifies the data set (for caching) and
-        the side of the encoder's token grid. Default: nothing (most quantizers initialize from their seed)."""
+    def initialize_from_data(self, images: Tensor, *, data_key: str, token_grid: int,
+                             feature_extractor: Callable[[], nn.Module] | None = None,
+                             cache_dir: Path | None = None) -> None:
+        """Data-dependent initialization, called once by the trainer before the optimizer is built.
+
+        images: the training images, uint8 ``(N, C, H, W)`` on the CPU.
+        data_key: a key that identifies the data set (for caching).
+        token_grid: the side of the encoder's token grid.
+        feature_extractor: a zero-argument callable returning torch-fidelity's
+            ``FeatureExtractorInceptionV3`` (the trainer injects its own; quantizers never import
+            ``benchmark``), for quantizers that cluster pretrained features (VQGAN-LC).
+        cache_dir: the folder under which a quantizer may cache what it computed (a ``pathlib.Path``).
+
+        Default: nothing (most quantizers initialize from their seed)."""
+
+    def training_stats(self) -> dict[str, float]:
+        """What the last training forward did besides its losses, for the trainer to log as ``train/<name>``
+        (e.g. the fraction of codes a dead-code restart moved). Default: nothing."""
+        return {}
 
     def codebook(self) -> Tensor | None:
         """The effective code vectors ``(codebook_size, dim)``, or None where none exists."""

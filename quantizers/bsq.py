@@ -38,6 +38,19 @@ Defaults from those configs: ``entropy_weight = 0.1`` (zeta x codebook_weight), 
 (the b18g18 and b36g36 configs; b18g2 and the 128 px config use 9), ``beta = 0`` (their commitment weight; the term is still
 reported). The index bit order is LFQ's (bit i has weight 2^i); the official code's is reversed, a naming
 convention only.
+
+Ramp-up: every official BSQ config (``configs/tokenizer/imagenet_128x128_bsqvit_stylegan_f8_fp16.yaml``
+L30-31; ``imagenet_256x256_bsqvit_b18g18_stylegan_f8_fp16.yaml``, ``..._b18g2_...`` and ``..._b36g36_...``
+L32-33) sets ``codebook_rampup_multiplier: 3.0`` and ``codebook_rampup_steps: 2_000``, and the loss
+(``transcoder/losses/vqperceptual.py`` L189-194) multiplies the quantizer's whole loss by
+
+    m(s) = r + multiplier * (1 - r),   r = min(steps, s) / steps      (m = 1 when steps = 0)
+
+at optimizer step s (``global_step``, the 0-based iteration of ``scripts/main_image_tokenizer.py`` L321):
+3x at step 0, 2x at 1,000, 1x from 2,000 on. Here the step is the ``rampup_step`` buffer (in the
+``state_dict``, so a resumed run continues the ramp): each training-mode forward uses m at the current
+step, then advances it by one; eval-mode forwards use it without advancing. The multiplier scales
+every term of ``loss`` (entropy and commitment, as the official ``cb_weight * codebook_loss``).
 """
 from __future__ import annotations
 
@@ -60,7 +73,8 @@ class BinarySphericalQuantizer(Quantizer):
 
     def __init__(self, dim: int, codebook_size: int, entropy_weight: float = 0.1,
                  sample_entropy_weight: float = 1.0, diversity_gamma: float = 1.0, temperature: float = 1.0,
-                 group_size: int = 1, beta: float = 0.0):
+                 group_size: int = 1, beta: float = 0.0, codebook_rampup_multiplier: float = 3.0,
+                 codebook_rampup_steps: int = 2000):
         dim = check_int("dim", dim, minimum=1)
         size = check_int("codebook_size", codebook_size, minimum=2)
         if size != 2 ** dim:
@@ -77,10 +91,22 @@ class BinarySphericalQuantizer(Quantizer):
         if self.dim % self.group_size:
             raise ValueError(f"group_size must divide the latent dim {self.dim}; got {self.group_size}")
         self.beta = check_float("beta", beta, minimum=0.0)
+        self.codebook_rampup_multiplier = check_float("codebook_rampup_multiplier", codebook_rampup_multiplier,
+                                                      minimum=0.0)
+        self.codebook_rampup_steps = check_int("codebook_rampup_steps", codebook_rampup_steps, minimum=0)
+        self.register_buffer("rampup_step", torch.zeros((), dtype=torch.int64))  # training forwards so far
         self.scale = 1.0 / math.sqrt(self.dim)
         self.register_buffer("bit_values", 2 ** torch.arange(self.dim, dtype=torch.int64), persistent=False)
         # the two code values as a float buffer, so .double() / .to(device) carry the codes' dtype
         self.register_buffer("sign_values", torch.tensor([-self.scale, self.scale]), persistent=False)
+
+    def loss_multiplier(self, step: int | None = None) -> float:
+        """The official ramp (vqperceptual.py L189-193) at ``step`` (default: the ``rampup_step`` buffer)."""
+        if self.codebook_rampup_steps == 0:
+            return 1.0
+        step = int(self.rampup_step) if step is None else step
+        rate = min(self.codebook_rampup_steps, step) / self.codebook_rampup_steps
+        return 1.0 * rate + self.codebook_rampup_multiplier * (1.0 - rate)
 
     def entropy_terms(self, unit: Tensor) -> tuple[Tensor, Tensor]:
         """(per-sample entropy, grouped codebook entropy) in nats for unit-norm latents ``(..., L)``."""
@@ -102,10 +128,13 @@ class BinarySphericalQuantizer(Quantizer):
         indices = (positive.long() * self.bit_values).sum(-1)
 
         sample_entropy, codebook_entropy = self.entropy_terms(unit)
-        entropy_loss = self.entropy_weight * (self.sample_entropy_weight * sample_entropy
-                                              - self.diversity_gamma * codebook_entropy)
+        multiplier = self.loss_multiplier()
+        if self.training:
+            self.rampup_step.add_(1)
+        entropy_loss = multiplier * self.entropy_weight * (self.sample_entropy_weight * sample_entropy
+                                                           - self.diversity_gamma * codebook_entropy)
         # official: beta * mean over tokens of the squared distance summed over the L dims
-        commitment_loss = self.beta * (unit - codes).pow(2).sum(-1).mean()
+        commitment_loss = multiplier * self.beta * (unit - codes).pow(2).sum(-1).mean()
         return QuantizerOutput(
             quantized=quantized,
             indices=indices,
@@ -125,4 +154,6 @@ class BinarySphericalQuantizer(Quantizer):
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, entropy_weight={self.entropy_weight}, temperature={self.temperature}, "
-                f"group_size={self.group_size}, beta={self.beta}")
+                f"group_size={self.group_size}, beta={self.beta}, "
+                f"codebook_rampup_multiplier={self.codebook_rampup_multiplier}, "
+                f"codebook_rampup_steps={self.codebook_rampup_steps}")

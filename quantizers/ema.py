@@ -17,7 +17,7 @@ The averages start at N_k = 1 and m_k = e_k (the initial codebook), so that e_k 
 the first update and a code no token selects stays where it is (up to the smoothing's global factor).
 Sonnet starts N_k at 0 instead, which multiplies every unused code by about 1/eps at the first update.
 
-``init`` is shared with ``vq`` (:func:`quantizers.vq.initial_codebook`); ``ema-simvq-init`` starts the codes
+``init`` is shared with ``vq`` (:func:`quantizers.vqvae.initial_codebook`); ``ema-simvq-init`` starts the codes
 at SimVQ's W(C), so EMA's update can be compared with SimVQ's at the same initial code scale.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from torch import Tensor
 from .base import Quantizer, QuantizerOutput, check_choice, check_float, straight_through
 from .registry import register, register_variant
 from .search import nearest_code
-from .vq import INITS, initial_codebook
+from .vqvae import INITS, initial_codebook
 
 
 @register("ema")
@@ -38,7 +38,7 @@ class EMAVectorQuantizer(Quantizer):
 
     learns_codebook_by_gradient = False
     learns_codebook_by_averages = True
-    #: indices are the nearest codes of codebook() (benchmark.probes reads it; see probes.searches_codebook)
+    #: indices are the nearest codes of codebook() (benchmark.evaluation.probes reads it; see probes.searches_codebook)
     searches_codebook = True
 
     def __init__(self, dim: int, codebook_size: int, beta: float = 0.25, decay: float = 0.99,

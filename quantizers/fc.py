@@ -41,7 +41,7 @@ class FactorizedCodesQuantizer(Quantizer):
     """Factorized l2-normalized codes in a low-dim lookup space (ViT-VQGAN Sec. 3.2, "VQGAN-FC")."""
 
     learns_codebook_by_gradient = True
-    #: the search runs in lookup space, so indices are not the nearest rows of codebook() (benchmark.probes)
+    #: the search runs in lookup space, so indices are not the nearest rows of codebook() (benchmark.evaluation.probes)
     searches_codebook = False
 
     def __init__(self, dim: int, codebook_size: int, lookup_dim: int = 8, beta: float = 0.25):

@@ -5,25 +5,35 @@ Zhu, Wei, Lu, Chen, "Scaling the Codebook Size of VQGAN to 100,000 with a Utiliz
 2406.11837), the method section (Fig. 2d). The codebook ``C_feat`` ``(K, feature_dim)`` is initialized once from
 clustered features of a pretrained vision encoder and never trained; the effective codes are ``P(C_feat)``
 with one linear projector P, so every gradient on a selected code moves P and with it every code. Search,
-loss and straight-through are VQ's, with the official loss weights:
+loss and straight-through are VQ's, with the official *effective* loss weights:
 
     codes = P(C_feat),   k = argmin_k ||z - codes_k||^2,
-    L = ||z - sg(codes_k)||^2 + 0.33 * ||sg(z) - codes_k||^2      ("commitment" beta = 1, "codebook" 0.33)
+    qloss = ||z - sg(codes_k)||^2 + 0.33 * ||sg(z) - codes_k||^2            (models_vq.py L203)
+    L_total = rec + rate_q * qloss + ...,   rate_q = 0.1                    (models_vq.py L246-254)
+    => L = 0.1 * ||z - sg(codes_k)||^2 + 0.033 * ||sg(z) - codes_k||^2     ("commitment" beta = 0.1,
+                                                                             "codebook" 0.033)
+
+The quantizer's ``loss`` is what the trainer adds to its reconstruction loss unweighted, so the official
+``rate_q`` is folded into the two defaults (``beta = 0.1 * 1``, ``codebook_weight = 0.1 * 0.33``). The
+official reconstruction term is L1 plus LPIPS (``models_vq.py`` L237-239), not this benchmark's; the
+weights are relative to each lab's own reconstruction loss.
 
 Read in the authors' code (github.com/zh460045050/VQGAN-LC, commit 4708958):
 ``vqgan-gpt-lc/models/models_vq.py`` L83-93 (``tuning_codebook == 0``: the loaded codebook, frozen),
 L113-116 (``use_cblinear == 1``: ``nn.Linear(codebook_dim, embed_dim)``, weight ~ N(0, embed_dim^-1/2)),
-L174-175 (codes = projector(codebook)), L179-183 (nearest code), L203 (the loss above), L207
-(straight-through); ``vqgan-gpt-lc/runTrainVQ.sh`` (``--tuning_codebook 0 --use_cblinear 1 --embed_dim 8``,
-``--n_vision_words 100000``); ``codebook_generation/clip_feature_generation.py`` and
+L174-175 (codes = projector(codebook)), L179-183 (nearest code), L203 (``qloss`` above), L207
+(straight-through), L226 and L246-254 (``loss = rec_loss + self.args.rate_q * qloss + ...``);
+``vqgan-gpt-lc/training_vqgan.py`` L261 (``--rate_q`` default 0.1); ``vqgan-gpt-lc/runTrainVQ.sh``
+(``--tuning_codebook 0 --use_cblinear 1 --embed_dim 8``, ``--n_vision_words 100000``; no ``--rate_q``, so
+0.1); ``codebook_generation/clip_feature_generation.py`` and
 ``codebook_generation/minibatch_kmeans_per_class.py`` L12-13, L72-81 (CLIP ViT-L/14 patch features, 768-d on a
 16x16 grid, average-pooled 4x4 to a 4x4 grid, k-means with 100 centres per ImageNet class: 100,000 codes).
 
 How this differs from the paper's codebook (documented, deliberate):
 
 - Features: not CLIP ViT-L/14 (not available offline here) but the InceptionV3 that rFID already uses
-  (``benchmark.fid.inception_extractor``: torch-fidelity's ``FeatureExtractorInceptionV3``, TF
-  inception-2015-12-05 weights), an ImageNet-supervised CNN rather than a language-aligned ViT. The feature
+  (torch-fidelity's ``FeatureExtractorInceptionV3``, TF inception-2015-12-05 weights; the trainer injects
+  it as ``feature_extractor``, so this module never imports ``benchmark``), an ImageNet-supervised CNN rather than a language-aligned ViT. The feature
   map is an intermediate one, ``feature_layer``: by default the output of ``Conv2d_4a_3x3`` (192 channels,
   the last stem convolution before the first Inception block). Why that layer: on the 2 shared cores this
   project targets the uncached initialization must stay under ~30 s at K = 2^14; at the default 64 px input
@@ -41,8 +51,9 @@ How this differs from the paper's codebook (documented, deliberate):
   is K sequential passes, too slow at K = 2^14 here); assignments use the blocked exact
   :func:`~quantizers.search.nearest_code`; a cluster that empties keeps its centre (as
   vector-quantize-pytorch's ``kmeans``). With fewer points than codes, the starting points repeat.
-- Cached under ``benchmark.files.resolve_cache_dir()/lc_codebooks/``, keyed by the data key and every
-  option that changes the centres, written with ``benchmark.files.save_atomically``.
+- Cached under ``cache_dir/lc_codebooks/`` (the trainer passes its cache folder), keyed by the data key
+  and every option that changes the centres, written atomically (a temporary file in the same folder,
+  then ``os.replace``). Without a ``cache_dir`` nothing is cached.
 
 Defaults, measured on the photos data set (16,384 patches of 32 px, token grid 8): ``max_images = 1024``
 (65,536 token features), ``feature_dim = 32``, ``kmeans_iters = 10``. The first, uncached initialization
@@ -54,13 +65,18 @@ milliseconds. The projector maps the 32-d centres to ``dim`` (the paper: 768-d C
 
 Before :meth:`LargeCodebookQuantizer.initialize_from_data` runs (unit tests, ``vqbench bench``) the frozen
 basis is random, N(0, feature_dim^-1/2) as SimVQ's, and the quantizer works as a frozen-basis VQ. The
-extractor is built inside ``torch.random.fork_rng``, so the global RNG stream is the same whether the
-centres were cached or computed.
+extractor is obtained (``feature_extractor()``) inside ``torch.random.fork_rng``, so the global RNG stream
+is the same whether the centres were cached or computed; features are computed on the device the
+extractor's parameters are on (the quantizer never moves a module it did not build).
 """
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 import time
+from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -89,7 +105,7 @@ class LargeCodebookQuantizer(Quantizer):
 
     def __init__(self, dim: int, codebook_size: int, feature_dim: int = 32,
                  feature_layer: str = "Conv2d_4a_3x3", feature_resolution: int = 64, max_images: int = 1024,
-                 kmeans_iters: int = 10, kmeans_seed: int = 0, beta: float = 1.0, codebook_weight: float = 0.33):
+                 kmeans_iters: int = 10, kmeans_seed: int = 0, beta: float = 0.1, codebook_weight: float = 0.033):
         super().__init__(dim, codebook_size)
         self.feature_layer = check_choice("feature_layer", feature_layer, list(FEATURE_CHANNELS))
         channels = FEATURE_CHANNELS[self.feature_layer]
@@ -99,6 +115,7 @@ class LargeCodebookQuantizer(Quantizer):
         self.max_images = check_int("max_images", max_images, minimum=1)
         self.kmeans_iters = check_int("kmeans_iters", kmeans_iters, minimum=1)
         self.kmeans_seed = check_int("kmeans_seed", kmeans_seed, minimum=0)
+        # official effective weights: rate_q 0.1 x (1, 0.33) (models_vq.py L203, L246-254; training_vqgan.py L261)
         self.beta = check_float("beta", beta, minimum=0.0)
         self.codebook_weight = check_float("codebook_weight", codebook_weight, minimum=0.0)
         # random until initialize_from_data replaces it with k-means centres; frozen either way
@@ -134,22 +151,27 @@ class LargeCodebookQuantizer(Quantizer):
         )
 
     # ------------------------------------------------------------------------- data initialization
-    def cache_path(self, data_key: str, token_grid: int, num_images: int):
-        from benchmark.files import resolve_cache_dir
-
+    def cache_path(self, cache_dir: Path, data_key: str, token_grid: int, num_images: int) -> Path:
+        """Where the centres for this data key, grid and these options live under ``cache_dir``."""
         safe_key = re.sub(r"[^A-Za-z0-9_.-]+", "_", data_key)
         name = (f"{safe_key}-v{CACHE_VERSION}-{self.feature_layer}-{self.feature_resolution}px-grid{token_grid}"
                 f"-d{self.feature_dim}-K{self.codebook_size}-n{num_images}-it{self.kmeans_iters}"
                 f"-seed{self.kmeans_seed}.pt")
-        return resolve_cache_dir() / CACHE_FOLDER / name
+        return Path(cache_dir) / CACHE_FOLDER / name
 
     @torch.no_grad()
-    def initialize_from_data(self, images: Tensor, *, data_key: str, token_grid: int) -> None:
+    def initialize_from_data(self, images: Tensor, *, data_key: str, token_grid: int,
+                             feature_extractor: Callable[[], nn.Module] | None = None,
+                             cache_dir: Path | None = None) -> None:
         """Set the frozen basis to k-means centres of InceptionV3 token features of ``images`` (uint8
-        ``(N, C, H, W)``, C = 1 or 3), pooled onto a ``token_grid`` x ``token_grid`` grid; loaded from the cache
-        when this data key and these options were clustered before. See the module docstring."""
-        from benchmark.files import save_atomically
-
+        ``(N, C, H, W)``, C = 1 or 3), pooled onto a ``token_grid`` x ``token_grid`` grid; loaded from
+        ``cache_dir`` when this data key and these options were clustered before. ``feature_extractor`` is a
+        zero-argument callable returning torch-fidelity's ``FeatureExtractorInceptionV3`` (required: the
+        trainer injects it). See the module docstring."""
+        if feature_extractor is None or not callable(feature_extractor):
+            raise ValueError("lc needs feature_extractor: a zero-argument callable returning torch-fidelity's "
+                             "FeatureExtractorInceptionV3; the trainer must inject it (quantizers do not import "
+                             f"benchmark); got {feature_extractor!r}")
         if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.dim() != 4 \
                 or images.shape[1] not in (1, 3) or images.shape[0] < 1:
             shape = (tuple(images.shape), images.dtype) if isinstance(images, Tensor) else type(images).__name__
@@ -160,8 +182,8 @@ class LargeCodebookQuantizer(Quantizer):
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(self.kmeans_seed)
         num_images = min(images.shape[0], self.max_images)
-        path = self.cache_path(data_key, token_grid, num_images)
-        centres = _load_centres(path, (self.codebook_size, self.feature_dim))
+        path = None if cache_dir is None else self.cache_path(cache_dir, data_key, token_grid, num_images)
+        centres = None if path is None else _load_centres(path, (self.codebook_size, self.feature_dim))
         self.init_source = "cache"
         if centres is None:
             chosen = torch.randperm(images.shape[0], generator=generator)[:num_images].sort().values
@@ -169,12 +191,14 @@ class LargeCodebookQuantizer(Quantizer):
             # building the extractor initializes layers from the global RNG before loading its weights: keep
             # the trainer's RNG stream the same whether the centres come from the cache or not
             with torch.random.fork_rng(devices=[]):
-                features = inception_token_features(images[chosen], layer=self.feature_layer,
-                                                    resolution=self.feature_resolution, grid=token_grid,
-                                                    device=device)
+                extractor = feature_extractor()
+                features = inception_token_features(images[chosen], extractor, layer=self.feature_layer,
+                                                    resolution=self.feature_resolution, grid=token_grid)
             points = pca_reduce(features.to(device), self.feature_dim)
             centres = kmeans(points, self.codebook_size, iterations=self.kmeans_iters, generator=generator).cpu()
-            save_atomically({"centres": centres, "data_key": data_key, "num_points": int(points.shape[0])}, path)
+            if path is not None:
+                _save_atomically({"centres": centres, "data_key": data_key, "num_points": int(points.shape[0])},
+                                 path)
             self.init_source = "computed"
         self.basis.copy_(centres.to(self.basis))
         self.data_initialized.fill_(True)
@@ -186,7 +210,21 @@ class LargeCodebookQuantizer(Quantizer):
 
 
 # ----------------------------------------------------------------------------- offline pieces
-def _load_centres(path, shape: tuple[int, int]) -> Tensor | None:
+def _save_atomically(payload: dict, path: Path) -> None:
+    """``torch.save`` to a temporary file in ``path``'s folder, then ``os.replace`` it onto ``path``: a
+    killed process leaves no truncated cache file under the final name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _load_centres(path: Path, shape: tuple[int, int]) -> Tensor | None:
     if not path.is_file():
         return None
     try:
@@ -200,15 +238,18 @@ def _load_centres(path, shape: tuple[int, int]) -> Tensor | None:
 
 
 @torch.inference_mode()
-def inception_token_features(images: Tensor, *, layer: str, resolution: int, grid: int,
-                             device: torch.device | str = "cpu", batch_size: int = FEATURE_BATCH) -> Tensor:
-    """InceptionV3 feature map at ``layer`` of uint8 ``images`` resized to ``resolution`` px, average-pooled
-    to ``grid`` x ``grid``: ``(N * grid * grid, channels)`` float32 on the CPU, tokens in row-major order."""
+def inception_token_features(images: Tensor, extractor: nn.Module, *, layer: str, resolution: int, grid: int,
+                             batch_size: int = FEATURE_BATCH) -> Tensor:
+    """Feature map at ``layer`` of torch-fidelity's ``FeatureExtractorInceptionV3`` ``extractor`` for uint8
+    ``images`` resized to ``resolution`` px, average-pooled to ``grid`` x ``grid``: ``(N * grid * grid,
+    channels)`` float32 on the CPU, tokens in row-major order. Runs on the extractor's device."""
     from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 
-    from benchmark.fid import inception_extractor
-
-    extractor = inception_extractor(device=device)
+    missing = [name for name in INCEPTION_BLOCKS if not hasattr(extractor, name)]
+    if not isinstance(extractor, nn.Module) or missing:
+        raise ValueError(f"feature_extractor() must return torch-fidelity's FeatureExtractorInceptionV3; got "
+                         f"{type(extractor).__name__} without {missing[:3]}")
+    device = next(extractor.parameters()).device
     blocks = [getattr(extractor, name) for name in INCEPTION_BLOCKS[: INCEPTION_BLOCKS.index(layer) + 1]]
     chunks = []
     for start in range(0, images.shape[0], batch_size):

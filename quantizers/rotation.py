@@ -14,8 +14,12 @@ angle and relative magnitude between z and its code, instead of the identity of 
 
 Read in the authors' code (github.com/cfifty/rotation_trick, commit 9910492):
 ``src/models/vq_vae.py`` L104-109 (``get_very_efficient_rotation``: w, u and q^ detached) and L130-139
-(the rescaling ``||q|| / ||z||`` detached); ``exp_weights_and_configs/table_3/rot_vqgan.py`` L112-117 and
-L135-142 (the same R as an explicit matrix, in the VQGAN of their Table 3).
+(the rescaling ``||q|| / ||z||`` detached): what is implemented here. Their Table 3 VQGAN,
+``exp_weights_and_configs/table_3/rot_vqgan.py``, is *not* the same estimator: L112-116 build the same
+matrix R explicitly (detached at L141), but L139-142 apply it to ``z / ||z||`` *without* detaching that
+normalization and multiply by ``sg(||q||)``, so the encoder's gradient there is
+``||q|| / ||z|| (I - u u^T) R^T g``: the same rotation and scale with the component along u (the radial
+one) projected out. (No eps either: ``||u + q^||`` = 0 divides by zero.)
 
 Choices:
 
@@ -25,11 +29,15 @@ Choices:
   reach the codes), as in the authors' VQGAN. Their Table 3 VQGAN uses taming-transformers'
   ``VectorQuantizer2`` with its legacy default, which puts beta on the codebook term instead
   (``rot_vqgan.py`` L11, L54).
-- A consequence worth knowing: the encoder's gradient from the decoder is scaled by lambda = ||q|| / ||z||.
-  With ``vq``'s default init U(-1/K, 1/K) the codes start tiny (norm ~ sqrt(dim/3)/K), so at the start of
-  training that gradient is ~K times smaller than straight-through's, until the codebook loss has grown the
-  codes toward the latents. The authors' Table 3 VQGAN has the same init (taming's ``VectorQuantizer2``);
-  ``init="normal"`` starts the codes at norm ~1.
+- A consequence worth knowing: the encoder's gradient from the decoder is scaled by lambda = ||q|| / ||z||
+  (R is a rotation, so only lambda changes its norm). At ``vq``'s default init U(-1/K, 1/K) the codes
+  start tiny: ||q|| ~ sqrt(dim/3)/K, so lambda is about 2.4e-3 at K = 256 and 1.6e-4 at K = 4,096 (dim
+  32, latents of norm ||z|| ~ 5; lambda scales as 1/(K ||z||)), and the encoder gets that fraction of
+  straight-through's gradient from the reconstruction loss until the codebook loss has grown the codes
+  toward the latents. Short runs of ``rotation`` vs ``vq`` at the default init therefore mostly measure
+  this scaling, not the rotation. The authors' Table 3 VQGAN has the same init (taming's
+  ``VectorQuantizer2``). ``rotation-simvq-init`` (registered below) starts the codes at SimVQ's W(C) (norm
+  ~0.8, like ``vq-simvq-init``; lambda ~0.16 at ||z|| ~ 5); ``init="normal"`` starts them at norm ~1.
 - Exact forward value: the output is ``sg(q) + (t - sg(t))`` with ``t = sg(lambda R) z``, so it equals q to
   the bit (``indices_to_codes`` reproduces it) while its gradient is exactly that of t.
 - Degenerate cases: ``w`` uses ``F.normalize`` (eps 1e-12) like vector-quantize-pytorch's ``rotate_to``;
@@ -44,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import QuantizerOutput
-from .registry import register
+from .registry import register, register_variant
 from .vq import VectorQuantizer
 
 _EPS = 1e-12
@@ -74,3 +82,11 @@ class RotationTrickQuantizer(VectorQuantizer):
         transformed = rotate_and_rescale(z, codes)
         # forward value exactly the code; gradient to z that of sg(lambda R) z, not the identity
         return replace(output, quantized=codes + (transformed - transformed.detach()))
+
+
+register_variant(
+    "rotation-simvq-init", "rotation",
+    "Rotation trick with codes at SimVQ's initial scale (W(C) at init, as vq-simvq-init): removes the "
+    "||q||/||z|| ~ 1/K damping of the encoder's gradient that the tiny U(-1/K, 1/K) codes cause",
+    init="simvq",
+)

@@ -23,29 +23,17 @@ With W frozen and C trained, each code again moves only through its own row c_k:
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Quantizer, QuantizerOutput, check_float
 from .registry import register, register_variant
 from .search import nearest_code
-from .vq import vqvae_output  # SimVQ keeps VQ-VAE's loss; only the codes change
+# SimVQ keeps VQ-VAE's loss (only the codes change); its initial state is drawn by the function that the
+# ``*-simvq-init`` controls use too, so one seed gives them bit-identical codebooks
+from .vqvae import simvq_basis_and_projection, simvq_initial_codebook, vqvae_output
 
-
-def simvq_basis_and_projection(codebook_size: int, dim: int, bias: bool = True) -> tuple[Tensor, nn.Linear]:
-    """SimVQ's initial state from the global RNG: C ``(K, dim)`` ~ N(0, dim^-1/2) (std dim^-1/2), then a
-    fresh ``nn.Linear(dim, dim)`` W with PyTorch's default initialization, in that order."""
-    basis = torch.randn(codebook_size, dim) * dim ** -0.5
-    return basis, nn.Linear(dim, dim, bias=bias)
-
-
-def simvq_initial_codebook(codebook_size: int, dim: int) -> Tensor:
-    """What a fresh ``SimVQ(dim, codebook_size)``'s ``codebook()`` is, as a plain tensor: W(C), detached.
-    Under the same RNG state the two are bit-identical (``vq``/``ema`` with ``init="simvq"`` use this)."""
-    basis, projection = simvq_basis_and_projection(codebook_size, dim)
-    with torch.no_grad():
-        return projection(basis)
+__all__ = ["SimVQ", "simvq_basis_and_projection", "simvq_initial_codebook"]
 
 
 def _check_bool(name: str, value) -> bool:
@@ -60,7 +48,7 @@ class SimVQ(Quantizer):
 
     #: set per instance: True unless both W and C are frozen (then the codebook is fixed and random)
     learns_codebook_by_gradient = True
-    #: indices are the nearest codes of codebook() (benchmark.probes reads it; see probes.searches_codebook)
+    #: indices are the nearest codes of codebook() (benchmark.evaluation.probes reads it; see probes.searches_codebook)
     searches_codebook = True
 
     def __init__(self, dim: int, codebook_size: int, beta: float = 0.25, train_codebook: bool = False,

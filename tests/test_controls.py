@@ -6,7 +6,7 @@ import torch
 
 import quantizers
 from benchmark.cli import main
-from benchmark.metrics import gradient_coverage
+from benchmark.evaluation.codebook import gradient_coverage
 from quantizers import registry
 from quantizers.registry import PresetOptionError
 from sweeps.grid import SweepGrid

@@ -2,6 +2,7 @@
 method's signature behaviour checked on the real module against its paper's definition."""
 from __future__ import annotations
 
+import importlib
 import math
 
 import pytest
@@ -28,6 +29,16 @@ def build(name, seed=0, codebook_size=CODEBOOK_SIZE, **options):
 
 def latents(rng, dim=DIM, batch=3, tokens=20, scale=1.0):
     return (scale * torch.randn(batch, tokens, dim, generator=rng)).requires_grad_(True)
+
+
+def inception_module():
+    """Wherever ``inception_extractor`` lives right now (benchmark/ is being restructured: modules move)."""
+    for name in ("benchmark.evaluation.inception", "benchmark.evaluation.fid", "benchmark.fid"):
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue
+    raise ModuleNotFoundError("no module of benchmark provides inception_extractor")
 
 
 # ----------------------------------------------------------------------------- the shared contract
@@ -145,7 +156,7 @@ def test_bsq_refuses_a_size_that_is_not_two_to_the_dim():
 
 
 def test_bsq_takes_its_own_latent_dim_in_the_sweep_grid():
-    from sweeps.grid import OWN_DIM_QUANTIZERS, own_latent_dim
+    from quantizers.own_dims import OWN_DIM_QUANTIZERS, own_latent_dim
 
     assert "bsq" in OWN_DIM_QUANTIZERS
     assert own_latent_dim("bsq", 1024)[:2] == (10, 1024)
@@ -180,14 +191,17 @@ def test_restart_moves_a_code_far_from_all_data_onto_a_batch_latent_in_training_
     quantizer.eval()
     out = quantizer(z)
     assert 5 not in out.indices and quantizer.embedding[5].eq(1e3).all()
-    assert torch.equal(quantizer.usage, torch.ones(CODEBOOK_SIZE))  # eval: no usage update either
+    assert torch.equal(quantizer.usage, torch.full((CODEBOOK_SIZE,), 0.125))  # eval: no usage update either
+    assert quantizer.last_restarted_fraction == 0.0
 
     quantizer.train()
     out = quantizer(z)
     assert 5 not in out.indices
-    # usage 1 -> 0.8 * 1 + 0.2 * 0 < threshold 2: dead, now a latent of this batch, usage reset to 2
+    # usage 0.125 -> 0.8 * 0.125 + 0.2 * 0 < threshold 0.25 (of the mean): dead, now a latent of this batch,
+    # its usage reset to the threshold
     assert (flat == quantizer.embedding[5].detach()).all(dim=1).any()
-    assert quantizer.usage[5] == 2.0
+    assert quantizer.usage[5] == 0.25
+    assert 0 < quantizer.last_restarted_fraction <= 1
 
 
 def test_restart_never_duplicates_a_batch_latent(rng):
@@ -196,13 +210,15 @@ def test_restart_never_duplicates_a_batch_latent(rng):
     before = quantizer.embedding.detach().clone()
     quantizer(z)
     moved = (quantizer.embedding.detach() != before).any(dim=1)
-    assert int(moved.sum()) == 10  # 64 dead codes, 10 tokens: 10 restarted now, the rest later
+    assert int(moved.sum()) == 10  # 54+ dead codes, 10 tokens: 10 restarted now, the rest later
+    assert quantizer.last_restarted_fraction == 10 / 64
     assert torch.unique(quantizer.embedding.detach()[moved], dim=0).shape[0] == 10
     # a well-used code stays: usage above the threshold after the update
     quantizer.usage.fill_(100.0)
     before = quantizer.embedding.detach().clone()
     quantizer(z)
     assert torch.equal(quantizer.embedding.detach(), before)
+    assert quantizer.last_restarted_fraction == 0.0
 
 
 # ----------------------------------------------------------------------------- rotation
@@ -336,50 +352,55 @@ def test_lc_keeps_its_basis_frozen_and_trains_the_projector(rng):
 @pytest.fixture(scope="module")
 def inception_cache(tmp_path_factory):
     """A cache folder holding the converted InceptionV3 weights (converted once for this module)."""
-    from benchmark import fid
-
     cache = tmp_path_factory.mktemp("lc_cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VQBENCH_CACHE", str(cache))
         patch.setenv("TORCH_HOME", str(cache / "torch_home"))
-        fid.resolve_inception_weights()
+        inception_module().resolve_inception_weights()
     return cache
 
 
-def test_lc_initializes_from_data_and_caches_the_centres(inception_cache, monkeypatch):
-    monkeypatch.setenv("VQBENCH_CACHE", str(inception_cache))
+def test_lc_initializes_from_data_and_caches_the_centres(inception_cache, monkeypatch, tmp_path):
+    monkeypatch.setenv("VQBENCH_CACHE", str(inception_cache))  # where the converted weights are
     monkeypatch.setenv("TORCH_HOME", str(inception_cache / "torch_home"))
+    inception = inception_module()
+    hooks = {"feature_extractor": lambda: inception.inception_extractor(), "cache_dir": tmp_path}
     images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     first = build("lc", codebook_size=16, feature_dim=8, kmeans_iters=3)
     random_basis = first.basis.clone()
-    first.initialize_from_data(images, data_key="random-64", token_grid=8)
+    with pytest.raises(ValueError, match="trainer must inject"):
+        first.initialize_from_data(images, data_key="random-64", token_grid=8, cache_dir=tmp_path)
+    assert not bool(first.data_initialized)
+    first.initialize_from_data(images, data_key="random-64", token_grid=8, **hooks)
     assert first.init_source == "computed" and bool(first.data_initialized)
     assert first.basis.shape == (16, 8) and torch.isfinite(first.basis).all()
     assert not torch.equal(first.basis, random_basis)
     assert torch.unique(first.basis, dim=0).shape[0] == 16
-    cached = list((inception_cache / "lc_codebooks").glob("random-64-*.pt"))
+    cached = list((tmp_path / "lc_codebooks").glob("random-64-*.pt"))
     assert len(cached) == 1 and "K16" in cached[0].name and "d8" in cached[0].name
+    assert [p.name for p in (tmp_path / "lc_codebooks").iterdir()] == [cached[0].name]  # no temporary left
 
     second = build("lc", seed=5, codebook_size=16, feature_dim=8, kmeans_iters=3)
-    second.initialize_from_data(images, data_key="random-64", token_grid=8)
+    second.initialize_from_data(images, data_key="random-64", token_grid=8, **hooks)
     assert second.init_source == "cache"
     assert torch.equal(second.basis, first.basis)
     out = second(torch.randn(2, 5, DIM))  # still a working quantizer
     assert out.indices.max() < 16
 
     gray = build("lc", codebook_size=16, feature_dim=8, kmeans_iters=1)
-    gray.initialize_from_data(images[:8, :1], data_key="gray-8", token_grid=4)  # grayscale, fewer points
+    gray.initialize_from_data(images[:8, :1], data_key="gray-8", token_grid=4,  # grayscale, fewer points
+                              **hooks)
     assert gray.init_source == "computed" and torch.isfinite(gray.basis).all()
     with pytest.raises(ValueError, match="feature_resolution"):  # Mixed_5d at 64 px is 5x5 < 8x8
         build("lc", codebook_size=16, feature_dim=8, feature_layer="Mixed_5d").initialize_from_data(
-            images[:2], data_key="small", token_grid=8)
+            images[:2], data_key="small", token_grid=8, **hooks)
     with pytest.raises(ValueError, match="images"):
-        first.initialize_from_data(images.float(), data_key="x", token_grid=8)
+        first.initialize_from_data(images.float(), data_key="x", token_grid=8, **hooks)
 
 
 # ----------------------------------------------------------------------------- speed benchmark references
 def test_new_references_run_forward_and_backward():
-    from benchmark.speed_reference import REFERENCE_FOR_METHOD, build_reference, reference_available
+    from benchmark.speed.reference import REFERENCE_FOR_METHOD, build_reference, reference_available
 
     if not reference_available():
         pytest.skip("vector-quantize-pytorch not installed")
@@ -395,7 +416,7 @@ def test_new_references_run_forward_and_backward():
 
 
 def test_bench_measures_bsq_at_its_own_dim_between_projections():
-    from benchmark.speed import build_ours
+    from benchmark.speed.bench import build_ours
 
     module, note = build_ours("bsq", 16, 256)
     assert "own latent dim 8" in note and module.codebook_size == 256

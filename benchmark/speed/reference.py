@@ -52,8 +52,9 @@ REFERENCE_KWARGS: dict[str, dict] = {
     # library refuses a learnable cosine codebook (VectorQuantize asserts `not (use_cosine_sim and
     # learnable_codebook)`), so its codes follow its default EMA update; search and projections match ours.
     "ref:VectorQuantize-cosine-lowdim": {"codebook_dim": 8, "use_cosine_sim": True, "rotation_trick": False},
-    # dead-code restart (our "restart"): our "vq" plus threshold_ema_dead_code=2 (the library's replace/
-    # expire_codes_, which ours follows).
+    # dead-code restart (our "restart"): our "vq" plus the library's replace/expire_codes_, which ours
+    # follows. The library's threshold counts tokens per batch (2, its default); ours is relative to the
+    # mean usage N/K (0.25 N/K): the same code path, so the timing compares; the restart counts differ.
     "ref:VectorQuantize-dead-code": {"learnable_codebook": True, "ema_update": False, "rotation_trick": False,
                                      "threshold_ema_dead_code": 2},
     # the rotation trick (our "rotation"): our "vq" with the library's rotate_to instead of straight-through.
