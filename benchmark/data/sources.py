@@ -20,7 +20,7 @@ from benchmark.data.dataset import Dataset
 from benchmark.files import resolve_cache_dir
 
 #: Modules that register sources, imported on first lookup. A new source: one module + one name here.
-SOURCE_MODULES = ("photos", "fashion_mnist", "cifar10", "folder")
+SOURCE_MODULES = ("photos", "fashion_mnist", "cifar10", "folder", "speech", "audio_folder")
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 #: Modules that register modalities, imported on first lookup.
-MODALITY_MODULES = ("image_modality",)
+MODALITY_MODULES = ("image_modality", "audio_modality")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,9 @@ class Modality:
     sample_noun: str = "sample"
     #: whether rFID/rKID (InceptionV3 on images) apply
     supports_fid: bool = False
+    #: (reconstruction, target, dataset) -> the training loss's reconstruction term; default MSE
+    reconstruction_loss: Callable[..., Tensor] = lambda reconstruction, target, dataset: F.mse_loss(
+        reconstruction, target)
 
 
 _MODALITIES: dict[str, Modality] = {}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 #: Modules that register backbones, imported on first lookup. A new backbone: one module + one name here.
-BACKBONE_MODULES = ("conv2d",)
+BACKBONE_MODULES = ("conv2d", "patch_mlp", "codec1d")
 
 
 @dataclass(frozen=True)
