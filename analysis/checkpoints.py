@@ -4,7 +4,9 @@ The trainer evaluates at several checkpoints of one trial (by default 1/8, 1/4, 
 steps), logging ``eval/*`` with step = the optimizer step and ``eval/samples_seen`` beside them. From those
 histories: the (K × samples seen) grid per quantizer (the phase diagram: where a method does or does not
 escape collapse as training goes on), and per (quantizer, K) the change over the last doubling of
-samples (``eval/utilization_change``) with its CI, against the convergence tolerance.
+samples; per run the convergence verdict of the slope rule (:mod:`benchmark.evaluation.convergence`), logged
+or recomputed from the checkpoint history for runs logged before the rule; per (quantizer, K) the mean slope
+with its CI and the runs' statuses.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import math
 
 import pandas as pd
 
+from benchmark.evaluation.convergence import CONVERGED, FALLING, RISING, STATUS_NAMES, convergence_verdict
 from benchmark.tracking import keys
 
 from .statistics import mean_ci
@@ -20,8 +23,15 @@ CHECKPOINT_KEYS = [keys.EVAL_UTILIZATION, keys.EVAL_UTILIZATION_RELATIVE, keys.E
 _COLUMNS = {keys.EVAL_UTILIZATION: "utilization", keys.EVAL_UTILIZATION_RELATIVE: "utilization_relative",
             keys.EVAL_SAMPLES_SEEN: "samples_seen"}
 MOVEMENT_COLUMNS = ["quantizer", "codebook_size_requested", "checkpoints", "first_samples", "first_value",
-                    "final_samples", "final_value", "change", "change_ci_low", "change_ci_high", "n",
+                    "final_samples", "final_value", "slope", "slope_ci_low", "slope_ci_high", "n",
                     "converged", "movement"]
+AT_THIS_BUDGET = " at this budget"
+#: How the report names the rule (one sentence, with the tolerances the verdicts used).
+RULE = (f"a trial is **converged** when the 95% t-interval of the slope of utilization / its mean level "
+        f"against log2(samples seen), fitted over its evaluation checkpoints (at least 3), lies inside "
+        f"±max({keys.CONVERGENCE_REL_TOL:g}, {keys.CONVERGENCE_ABS_TOL:g} / mean utilization) per doubling "
+        f"(`benchmark.evaluation.convergence.convergence_verdict`); rising/falling when the whole interval lies "
+        f"beyond, unclear otherwise, never converged with fewer than 3 checkpoints")
 
 
 def checkpoint_frame(histories: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
@@ -43,33 +53,84 @@ def checkpoint_frame(histories: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFra
     return wide.dropna(subset=["samples_seen"])
 
 
+def run_convergence(checkpoints: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """Per run: the convergence verdict of :func:`benchmark.evaluation.convergence.convergence_verdict` (the
+    slope rule). Runs that logged ``eval/convergence_status`` keep it (``convergence_source`` "logged");
+    runs logged before the rule (only the old two-point ``eval/converged``) are re-judged from their
+    checkpoint history of raw utilization against samples seen ("recomputed"); runs with neither: NaN.
+    Columns run_id, convergence_status, utilization_slope, slope_ci_low, slope_ci_high, convergence_source,
+    converged (1.0 only for "converged")."""
+    rows = []
+    logged = frame.set_index("run_id")
+    for run_id in frame["run_id"]:
+        code = logged.at[run_id, "convergence_status"] if "convergence_status" in logged else math.nan
+        if pd.notna(code) and float(code) in STATUS_NAMES:
+            rows.append({"run_id": run_id, "convergence_status": STATUS_NAMES[float(code)],
+                         "utilization_slope": logged.at[run_id, "utilization_slope"]
+                         if "utilization_slope" in logged else math.nan,
+                         "slope_ci_low": logged.at[run_id, "utilization_slope_ci_low"]
+                         if "utilization_slope_ci_low" in logged else math.nan,
+                         "slope_ci_high": logged.at[run_id, "utilization_slope_ci_high"]
+                         if "utilization_slope_ci_high" in logged else math.nan,
+                         "convergence_source": "logged"})
+            continue
+        curve = checkpoints[checkpoints["run_id"] == run_id].dropna(subset=["utilization", "samples_seen"])
+        curve = curve[curve["samples_seen"] > 0]
+        if curve.empty:
+            rows.append({"run_id": run_id, "convergence_status": math.nan, "utilization_slope": math.nan,
+                         "slope_ci_low": math.nan, "slope_ci_high": math.nan, "convergence_source": "none"})
+            continue
+        verdict = convergence_verdict(curve["samples_seen"].tolist(), curve["utilization"].tolist(),
+                                      abs_tol=keys.CONVERGENCE_ABS_TOL, rel_tol=keys.CONVERGENCE_REL_TOL)
+        rows.append({"run_id": run_id, "convergence_status": verdict.status, "utilization_slope": verdict.slope,
+                     "slope_ci_low": verdict.ci_low, "slope_ci_high": verdict.ci_high,
+                     "convergence_source": "recomputed"})
+    table = pd.DataFrame(rows, columns=["run_id", "convergence_status", "utilization_slope", "slope_ci_low",
+                                        "slope_ci_high", "convergence_source"])
+    table["converged"] = [math.nan if pd.isna(s) else float(s == CONVERGED) for s in table["convergence_status"]]
+    return table
+
+
+def apply_convergence(frame: pd.DataFrame, checkpoints: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with ``converged`` (and the status, slope, CI and source) replaced by :func:`run_convergence`."""
+    verdicts = run_convergence(checkpoints, frame)
+    kept = frame.drop(columns=[c for c in verdicts.columns if c != "run_id" and c in frame])
+    return kept.merge(verdicts, on="run_id", how="left")
+
+
+def budget_suffix(unconverged: int) -> str:
+    """" at this budget" when any trial a verdict rests on is not converged (slope rule), else ""."""
+    return AT_THIS_BUDGET if unconverged else ""
+
+
 def movement(frame: pd.DataFrame, checkpoints: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Per (quantizer, requested K): the metric at the first and the final checkpoint (means over runs),
-    the last-doubling change (eval/utilization_change) with its t-interval, converged k/n, and a word:
-    "settled" when the change's CI lies within ±CONVERGENCE_TOLERANCE (one run: its change does),
-    "still rising"/"still falling" when the mean change is beyond it, "unclear" otherwise."""
-    tolerance = keys.CONVERGENCE_TOLERANCE
+    the per-run slope of the convergence rule (relative change per doubling) averaged with its t-interval
+    over runs, converged k/n, and a word from the runs' statuses: "converged" when every run is, "still
+    rising" / "still falling" when every run is, "unclear" otherwise."""
     rows = []
     for (quantizer, size), part in frame.groupby(["quantizer", "codebook_size_requested"], sort=True):
         curve = checkpoints[(checkpoints["quantizer"] == quantizer) & (checkpoints["codebook_size_requested"] == size)]
         per_samples = curve.groupby("samples_seen")[metric].mean().dropna() if metric in curve else pd.Series()
-        changes = part["utilization_change"] if "utilization_change" in part else pd.Series(dtype=float)
-        change, low, high, n = mean_ci(changes)
-        known = part["converged"].dropna() if "converged" in part else pd.Series(dtype=float)
-        if n == 0:
+        slopes = part["utilization_slope"] if "utilization_slope" in part else pd.Series(dtype=float)
+        change, low, high, n = mean_ci(slopes)
+        statuses = part["convergence_status"].dropna() if "convergence_status" in part else pd.Series(dtype=object)
+        if statuses.empty:
             word = "not recorded"
-        elif (math.isfinite(low) and -tolerance <= low and high <= tolerance) or (n == 1 and abs(change) <= tolerance):
-            word = "settled"   # one run has no CI: its own change, the trainer's convergence rule
-        elif abs(change) > tolerance:
-            word = "still rising" if change > 0 else "still falling"
+        elif (statuses == CONVERGED).all():
+            word = "converged"
+        elif (statuses == RISING).all():
+            word = "still rising"
+        elif (statuses == FALLING).all():
+            word = "still falling"
         else:
-            word = "unclear"
+            word = "unclear (" + ", ".join(f"{k} {s}" for s, k in statuses.value_counts().sort_index().items()) + ")"
         rows.append({"quantizer": quantizer, "codebook_size_requested": int(size), "checkpoints": len(per_samples),
                      "first_samples": per_samples.index[0] if len(per_samples) else math.nan,
                      "first_value": per_samples.iloc[0] if len(per_samples) else math.nan,
                      "final_samples": per_samples.index[-1] if len(per_samples) else math.nan,
                      "final_value": per_samples.iloc[-1] if len(per_samples) else math.nan,
-                     "change": change, "change_ci_low": low, "change_ci_high": high, "n": n,
-                     "converged": f"{int((known >= 0.5).sum())}/{len(known)}" if len(known) else "–",
+                     "slope": change, "slope_ci_low": low, "slope_ci_high": high, "n": n,
+                     "converged": f"{int((statuses == CONVERGED).sum())}/{len(statuses)}" if len(statuses) else "–",
                      "movement": word})
     return pd.DataFrame(rows, columns=MOVEMENT_COLUMNS)

@@ -14,7 +14,8 @@ ARTIFACT_DIR = "vqbench_figures"   # folder of the parent run's artifacts that h
 # Curves the figures and statistics need (the others stay in MLflow); fetched only for runs that logged them.
 HISTORY_KEYS = [keys.TRAIN_UTILIZATION, keys.PROBE_UNUSED_CODE_DISTANCE, keys.PROBE_DISTRIBUTION_GAP,
                 keys.PROBE_DEAD_CODE_REVIVAL, keys.PROBE_CODEBOOK_RANK, keys.EVAL_UTILIZATION,
-                keys.EVAL_UTILIZATION_RELATIVE, keys.EVAL_SAMPLES_SEEN]
+                keys.EVAL_UTILIZATION_RELATIVE, keys.EVAL_SAMPLES_SEEN, keys.EVAL_CODES_BORN, keys.EVAL_CODES_DIED,
+                keys.PROBE_DISTRIBUTION_GAP_WEIGHTED, keys.PROBE_DEAD_CODE_DISTANCE]
 
 
 @dataclass
@@ -29,7 +30,7 @@ class Outputs:
 def analysed_runs(client, selection, allow_repeats: bool = False):
     """(all runs, usable mask, the pooled runs with probe columns, histories, checkpoints, pooling): every
     frame the analysis reads. ValueError when nothing is usable or the runs cannot be pooled."""
-    from .checkpoints import checkpoint_frame
+    from .checkpoints import apply_convergence, checkpoint_frame
     from .mechanism import probe_summaries
     from .pooling import check_poolable, drop_repeats
     from .runs import load_histories, runs_frame, usable
@@ -46,6 +47,7 @@ def analysed_runs(client, selection, allow_repeats: bool = False):
     histories = load_histories(client, frame["run_id"].tolist(), HISTORY_KEYS,
                                available=dict(zip(frame["run_id"], frame["metric_keys"])))
     frame = frame.merge(probe_summaries(histories), on="run_id", how="left")
+    frame = apply_convergence(frame, checkpoint_frame(histories, frame))   # the slope rule, every run
     return all_runs, used, frame, histories, checkpoint_frame(histories, frame), pooling
 
 
@@ -64,7 +66,10 @@ def regenerate(out_dir: str | Path, experiment: str | None = None, sweep: str | 
     from . import figures as figs
     from .checkpoints import movement
     from .comparisons import compare_to_reference, control_contrasts
+    from .distances import distance_contrasts
+    from .lagged import lagged_predictions
     from .mechanism import probe_associations
+    from .revival_null import revival_against_null
     from .report import Findings, build_report
     from .runs import select_runs
     from .tables import results_markdown, results_table
@@ -85,9 +90,13 @@ def regenerate(out_dir: str | Path, experiment: str | None = None, sweep: str | 
         say(f"  {pooling.sentence()}")
 
     metric = utilization_metric(frame)
-    findings = Findings(metric, size_trends(frame, metric), compare_to_reference(frame, metric),
-                        control_contrasts(frame, metric), probe_associations(frame, metric),
-                        movement(frame, checkpoints, metric), pooling)
+    comparisons = compare_to_reference(frame, metric)
+    findings = Findings(metric, size_trends(frame, metric), comparisons,
+                        control_contrasts(frame, metric, comparisons), probe_associations(frame, metric),
+                        movement(frame, checkpoints, metric), pooling,
+                        lagged=lagged_predictions(histories, checkpoints, frame, metric),
+                        revival=revival_against_null(frame, histories, checkpoints),
+                        distances=distance_contrasts(frame), frame=frame)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

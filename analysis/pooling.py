@@ -3,7 +3,8 @@
 Two rules, applied to the FINISHED runs before any statistic:
 
 1. **One budget.** Runs are pooled only when every field that sets the budget or the measurement (steps,
-   batch size, optimizer, learning rate, backbone, data, evaluation and rFID images) is the same, and each
+   batch size, optimizer, learning rate, backbone, data, evaluation and rFID images, and the probe settings
+   dead_code_window, probe_every, eval_checkpoints, checkpoint_ratio) is the same, and each
    quantizer has one set of options. Otherwise :func:`check_poolable` raises a ValueError naming the field
    and its values: a utilization at 200 steps is not a seed of one at 2,000.
 2. **One seed is one sample.** Runs of the same trial (same quantizer, requested K, latent dim and seed:
@@ -20,7 +21,10 @@ import pandas as pd
 #: Config params that must be equal across pooled runs (missing in a run counts as its own value).
 BUDGET_FIELDS = ["dataset", "image_size", "steps", "batch_size", "optimizer", "lr", "weight_decay",
                  "warmup_steps", "width", "num_res_blocks", "num_downsamples", "eval_samples",
-                 "eval_indices_digest", "fid_samples", "fid_indices_digest", "fid_weights_digest"]
+                 "eval_indices_digest", "fid_samples", "fid_indices_digest", "fid_weights_digest",
+                 # the probe settings: a revival over a 100-step window is not one over 25 steps, and the
+                 # convergence slope depends on where the checkpoints sit
+                 "dead_code_window", "probe_every", "eval_checkpoints", "checkpoint_ratio"]
 #: One trial cell: runs that agree on these are repeats of one seed.
 TRIAL_IDENTITY = ["quantizer", "codebook_size_requested", "latent_dim", "seed"]
 NOT_LOGGED = "not logged"

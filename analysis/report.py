@@ -3,14 +3,15 @@ families, minimum effect, convergence, token cap, rFID sample size), then each a
 behind its verdict (:mod:`analysis.report_sections`), the figures and the results table."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
-from benchmark.tracking import keys
 from benchmark.evaluation.fid import MIN_UNBIASED_IMAGES
 
+from . import report_probes as probe_sections
 from . import report_sections as sections
+from .checkpoints import RULE as CONVERGENCE_RULE
 from .figures import FigureResult
 from .pooling import BUDGET_FIELDS, Pooling
 from .statistics import ALPHA, EXACT_SPEARMAN_MAX_N
@@ -29,6 +30,10 @@ class Findings:
     associations: pd.DataFrame
     movement: pd.DataFrame
     pooling: Pooling
+    lagged: pd.DataFrame = field(default_factory=pd.DataFrame)
+    revival: pd.DataFrame = field(default_factory=pd.DataFrame)
+    distances: pd.DataFrame = field(default_factory=pd.DataFrame)
+    frame: pd.DataFrame | None = None     # the runs, for the shares of SimVQ's advantage
 
 
 def _status_counts(all_runs: pd.DataFrame, used: pd.Series, analysed: int) -> list[str]:
@@ -59,18 +64,30 @@ def _setup_lines(frame: pd.DataFrame, pooling: Pooling) -> list[str]:
 
 
 def _rules(findings: Findings) -> list[str]:
-    families = [("trend", findings.trends, "the Spearman tests of the size-trend table, one per quantizer"),
-                ("comparison", findings.comparisons, "the paired t-tests of the simvq-vs-others table"),
-                ("controls", findings.controls, "the paired t-tests of the control table"),
-                ("mechanism", findings.associations, "the probe–utilization correlations (per quantizer and pooled)")]
-    listed = "; ".join(f"**{name}** ({int(table['p'].notna().sum()) if 'p' in table else 0} tests: {what})"
-                       for name, table, what in families)
+    def tests(table, column="p_holm"):
+        return int(table[column].notna().sum()) if column in table else 0
+
+    controls = findings.controls
+    families = [("trend", tests(findings.trends, "p"), "the Spearman tests of the size-trend table, one per quantizer"),
+                ("comparison", tests(findings.comparisons), "the paired t-tests of the simvq-vs-others table; "
+                 "simvq − vq is tested here only"),
+                ("controls", tests(controls[controls["family"] == "controls"]) if "family" in controls else 0,
+                 "the paired t-tests of the control table except total, which repeats the comparison family's test"),
+                ("geometry", tests(findings.distances), "vq − simvq of the unused-code distances"),
+                ("mechanism", tests(findings.associations), "the within-cell probe–utilization associations "
+                 "(between-methods rows are descriptive, outside the family)"),
+                ("lagged", tests(findings.lagged), "probe at t → later utilization change; early gap → final")]
+    listed = "; ".join(f"**{name}** ({count} tests: {what})" for name, count, what in families)
     metric = ("utilization / uniform ceiling (`utilization_relative`), so a fall the token count forces on "
               "a perfect quantizer is not counted as collapse" if findings.metric == "utilization_relative"
               else "raw `utilization` (no ceiling was logged; sizes with tokens < 10·K are flagged)")
     return ["## How to read the verdicts", "",
             f"- α = {ALPHA}. Every p-value comes with an effect size and its 95% CI. Verdicts use **Holm-adjusted** "
-            f"p-values (Holm 1979), adjusted within each family: {listed}. CIs are per test (not adjusted).",
+            f"p-values (Holm 1979), adjusted within each family, one family per question, declared in code "
+            f"(`analysis.comparisons.FAMILIES`) before any data is read: {listed}. Beside each Holm verdict: the "
+            "per-test 95% t-interval and a **Bonferroni-adjusted** interval (confidence 1 − α/m, m the family's "
+            "size; simultaneous coverage ≥ 95%). The adjusted interval excludes 0 only where Holm also rejects; "
+            "Holm, the more powerful step-down test, can reject where it still touches 0.",
             "- Differences are **paired by seed only** (same K, latent dim and seed); n is the number of seeds. "
             "Their CI is the Student-t interval of the same mean and standard error the paired t-test uses, so "
             "it excludes 0 exactly when the unadjusted p < 0.05, at any n. n < 2: \"insufficient seeds\", no p.",
@@ -81,9 +98,10 @@ def _rules(findings: Findings) -> list[str]:
             "smallest K) to be called \"collapses with size\" (and Holm p < α); \"no meaningful trend\" when the "
             "drop's CI lies inside ± that minimum; \"add seeds\" otherwise, with the smallest p the design can "
             "reach given its ties (e.g. 4 sizes × 1 seed: 2/4! = 0.083).",
-            f"- **Convergence**: a trial is converged when utilization changed by at most "
-            f"{keys.CONVERGENCE_TOLERANCE:.0%} (relative) over its last doubling of training samples. Where a trial "
-            "at the largest K has not converged, a fall with size reads \"not converged at this budget\", not "
+            f"- **Convergence** (the slope rule): {CONVERGENCE_RULE}. Runs logged before the rule are re-judged "
+            "from their checkpoint history. Every verdict that rests on a trial not converged (trend, pairwise, "
+            "controls, probes, \"no meaningful trend\" too) ends **\"at this budget\"**; where a trial at the "
+            "largest K has not converged, a fall with size reads \"not converged at this budget\", not "
             "\"collapses\"; figures draw unconverged points hollow (×: in the phase diagram).",
             f"- **Token cap**: where the test tokens N < {TOKENS_PER_CODE}·K, utilization is capped by N "
             "(a uniform quantizer reads 1 − (1 − 1/K)^N); such sizes are marked \"capped\".",
@@ -104,8 +122,21 @@ def _rfid_lines(frame: pd.DataFrame) -> list[str]:
     return [f"- rFID/rKID on {images} images (≥ {MIN_UNBIASED_IMAGES}); compare only at equal image counts."]
 
 
+def _window_lines(frame: pd.DataFrame) -> list[str]:
+    """The revival probe is defined from step 2·dead_code_window: a window above steps/8 leaves the last
+    quarter of training (what the probe summaries average) with few or no revival values."""
+    if not {"dead_code_window", "steps"} <= set(frame) or frame[["dead_code_window", "steps"]].isna().any().any():
+        return []
+    wide = frame[frame["dead_code_window"].astype(float) > frame["steps"].astype(float) / 8]
+    if wide.empty:
+        return []
+    return [f"- dead_code_window {int(wide['dead_code_window'].iloc[0])} > steps/8 ({int(wide['steps'].iloc[0])}/8) in "
+            f"{len(wide)} runs: dead-code revival is defined only from step 2·dead_code_window, so those runs' "
+            "revival rests on few or no values."]
+
+
 def _validity(frame: pd.DataFrame) -> list[str]:
-    return ["## Measurement validity", "",
+    return ["## Measurement validity", "", *_window_lines(frame),
             f"Utilization and perplexity beside their uniform ceilings (means over runs; \"capped\": tokens < "
             f"{TOKENS_PER_CODE}·K, where the token count, not collapse, limits utilization).", "",
             markdown_table(ceiling_table(frame)), "", *_rfid_lines(frame), ""]
@@ -132,9 +163,13 @@ def build_report(description: str, tracking_uri: str, all_runs: pd.DataFrame, us
     lines += _validity(frame)
     lines += sections.trend_section(findings.trends)
     lines += sections.comparison_section(findings.comparisons, bool((frame["quantizer"] == "simvq").any()))
-    lines += sections.control_section(findings.controls)
+    lines += sections.control_section(findings.controls, findings.frame, findings.metric)
     lines += sections.movement_section(findings.movement, findings.metric)
     lines += sections.mechanism_section(findings.associations)
+    lines += probe_sections.revival_section(findings.revival)
+    lines += probe_sections.turnover_section(findings.frame)
+    lines += probe_sections.distance_section(findings.distances)
+    lines += probe_sections.lagged_section(findings.lagged)
     lines += _figure_section(figures)
     lines += ["## Results table", "",
               "Mean ± standard deviation over seeds (– where missing; no ± with one seed). K is the real codebook "

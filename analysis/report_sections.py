@@ -9,7 +9,8 @@ from .mechanism import best_probe
 from .tables import markdown_table
 
 _DIFFERENCE_NAMES = {"codebook_size_requested": "K", "latent_dim": "latent dim", "a_mean": "a mean",
-                     "b_mean": "b mean", "ci_low": "CI low", "ci_high": "CI high", "p_holm": "p (Holm)"}
+                     "b_mean": "b mean", "ci_low": "CI low", "ci_high": "CI high", "ci_adj_low": "adj. CI low",
+                     "ci_adj_high": "adj. CI high", "p_holm": "p (Holm)"}
 
 
 def trend_section(trends: pd.DataFrame) -> list[str]:
@@ -32,8 +33,9 @@ def comparison_section(comparisons: pd.DataFrame, reference_present: bool, refer
         return lines + [f"No finished {reference} runs in this selection: no comparison.", ""]
     if comparisons.empty:
         return lines + [f"No other quantizer shares a codebook size with {reference}.", ""]
-    lines += [f"Holm family: the {int(comparisons['p'].notna().sum())} paired t-tests of this table (the controls "
-              "have their own family below). difference = a − b over pairs of trials with the same K, latent dim "
+    lines += [f"Holm family \"comparison\": the {int(comparisons['p'].notna().sum())} paired t-tests of this table "
+              "(simvq − vq is tested here and only here; the controls have their own family below). CI: per test; "
+              "adj. CI: Bonferroni-adjusted at α/m for this family. difference = a − b over pairs of trials with the same K, latent dim "
               "and seed; where two quantizers share no latent dim (FSQ, LFQ fix their own), each is averaged "
               "over its latent dims per seed. \"unconverged\" counts the trials in the pairs flagged not converged.",
               ""]
@@ -41,18 +43,22 @@ def comparison_section(comparisons: pd.DataFrame, reference_present: bool, refer
     return lines + [markdown_table(shown), ""]
 
 
-def control_section(controls: pd.DataFrame) -> list[str]:
+def control_section(controls: pd.DataFrame, frame: pd.DataFrame | None = None, metric: str | None = None) -> list[str]:
     lines = ["## Why SimVQ differs: the controls", ""]
     if controls.empty:
         return lines + ["No control quantizer (vq-simvq-init, simvq-frozen-w, simvq-train-c, simvq-no-bias) ran "
                         "beside simvq and vq: the report cannot say whether init scale or the learned linear layer "
                         "explains SimVQ's advantage.", ""]
-    lines += [f"Holm family: the {int(controls['p'].notna().sum())} paired t-tests of this table. total = simvq − "
-              "vq; init scale = vq-simvq-init − vq (VQ started at SimVQ's code scale); reparameterization at "
-              "equal scale = simvq − vq-simvq-init; learning W = simvq − simvq-frozen-w; training C too = "
-              "simvq-train-c − simvq; bias of W = simvq-no-bias − simvq. A part \"explains\" the advantage when "
-              "its contrast is positive with Holm p < α.", ""]
-    lines += [f"- {sentence}" for sentence in attribution(controls)] + [""]
+    tested = int(controls.loc[controls["family"] == "controls", "p"].notna().sum()) if "family" in controls else 0
+    lines += [f"Holm family \"controls\": the {tested} paired t-tests of this table other than total. total = simvq − "
+              "vq is *not* tested again here: its row repeats the comparison family's test (Holm p and adjusted "
+              "interval from there). init scale = vq-simvq-init − vq (VQ started at SimVQ's code scale); "
+              "reparameterization at equal scale = simvq − vq-simvq-init; learning W = simvq − simvq-frozen-w; "
+              "training C too = simvq-train-c − simvq; bias of W = simvq-no-bias − simvq. A part's **share** of "
+              "the advantage is mean(part) / mean(total) over the same seeds with Fieller's 95% interval; a part "
+              "\"explains\" the advantage when that interval lies above 0.5 (most of it), \"contributes\" when "
+              "it lies above 0; its own significance is not enough.", ""]
+    lines += [f"- {sentence}" for sentence in attribution(controls, frame, metric)] + [""]
     shown = controls.rename(columns=_DIFFERENCE_NAMES)
     return lines + [markdown_table(shown), ""]
 
@@ -61,28 +67,33 @@ def movement_section(movement: pd.DataFrame, metric: str) -> list[str]:
     lines = ["## Utilization over samples seen (the budget axis)", ""]
     if movement.empty:
         return lines + ["No evaluation checkpoints were logged.", ""]
-    lines += [f"{metric} at the first and the final evaluation checkpoint (mean over runs), and the relative "
-              "change over the last doubling of samples (`eval/utilization_change`) with its t-interval over "
-              "runs: \"settled\" when that CI lies within ± the convergence tolerance, \"still rising/falling\" "
-              "when the mean change is beyond it. The phase diagram (figure 7) shows every checkpoint.", ""]
+    lines += [f"{metric} at the first and the final evaluation checkpoint (mean over runs); slope: each run's "
+              "slope of the convergence rule (relative change of utilization per doubling of samples), mean with "
+              "its t-interval over runs; movement: \"converged\" when every run is converged by the slope rule, "
+              "\"still rising/falling\" when every run is, \"unclear\" otherwise (with the runs' statuses). The "
+              "phase diagram (figure 7) shows every checkpoint.", ""]
     counts = movement["movement"].value_counts()
     lines.append("- " + ", ".join(f"{n} (quantizer, K) {word}" for word, n in counts.items()) + ".")
     shown = movement.rename(columns={"codebook_size_requested": "K", "first_samples": "first samples",
                                      "first_value": "first", "final_samples": "final samples",
-                                     "final_value": "final", "change_ci_low": "CI low", "change_ci_high": "CI high"})
+                                     "final_value": "final", "slope_ci_low": "CI low", "slope_ci_high": "CI high"})
     return lines + ["", markdown_table(shown), ""]
 
 
 def mechanism_section(associations: pd.DataFrame) -> list[str]:
     lines = ["## Does a collapse probe predict utilization? (the paper's mechanism)", "",
-             "Spearman ρ across trials between each probe's mean over the last quarter of training and final "
-             "utilization, per quantizer and pooled over every quantizer that logged it. Only probes not computed "
+             "Rank association between each probe's mean over the last quarter of training and final "
+             "utilization **within cells** (per quantizer within its K cells; pooled within (quantizer, K) "
+             "cells: ranks centred in each cell, p by permuting within cells, `min p` the smallest p the "
+             "design can reach). The row \"between methods\" is the plain Spearman ρ across all trials: it "
+             "mixes differences between methods with a mechanism and carries no verdict. Only probes not computed "
              "from utilization count: unused-code distance and distribution gap (theory: ρ < 0) and dead-code "
              "revival (theory: ρ > 0); `codes_with_gradient` is excluded. ρ's CI: Fisher z with the "
              "Bonett–Wright standard error (n ≥ 4).", ""]
     if associations.empty:
         return lines + ["No trial logged a probe with final utilization: no mechanism verdict.", ""]
-    lines += [f"Holm family: the {int(associations['p'].notna().sum())} correlations below.", "",
+    lines += [f"Holm family \"mechanism\": the {int(associations['p_holm'].notna().sum())} within-cell tests "
+              "below (between-methods rows outside it).", "",
               f"- {best_probe(associations)}", ""]
     shown = associations.rename(columns={"rho": "ρ", "rho_ci_low": "ρ CI low", "rho_ci_high": "ρ CI high",
                                          "p_holm": "p (Holm)", "expected_sign": "theory sign"})

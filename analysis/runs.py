@@ -23,7 +23,11 @@ FINISHED = "FINISHED"
 # Final metrics as DataFrame columns: the MLflow key without its prefix ("eval/rfid" -> "rfid",
 # "cost/wall_time_s" -> "wall_time_s"), except where two keys share a suffix.
 _COLUMN_OVERRIDES = {keys.EVAL_SAMPLES_SEEN: "eval_samples_seen"}   # cost/samples_seen keeps "samples_seen"
-FINAL_COLUMNS: dict[str, str] = {key: _COLUMN_OVERRIDES.get(key, key.split("/", 1)[1]) for key in keys.FINAL}
+_EXTRA_FINAL = [keys.EVAL_CONVERGENCE_STATUS, keys.EVAL_UTILIZATION_SLOPE, keys.EVAL_UTILIZATION_SLOPE_CI_LOW,
+                keys.EVAL_UTILIZATION_SLOPE_CI_HIGH,   # the slope rule's verdict, where logged
+                keys.EVAL_CODES_BORN, keys.EVAL_CODES_DIED]   # turnover over the last checkpoint interval
+FINAL_COLUMNS: dict[str, str] = {key: _COLUMN_OVERRIDES.get(key, key.split("/", 1)[1])
+                                 for key in [*keys.FINAL, *[k for k in _EXTRA_FINAL if k not in keys.FINAL]]}
 assert len(set(FINAL_COLUMNS.values())) == len(FINAL_COLUMNS), "final metric names must stay distinct"
 
 # Config fields read as integers (params are strings in MLflow) and the tag that backs each up.
@@ -40,8 +44,11 @@ _INT_FIELDS = {
     "num_res_blocks": None,
     "num_downsamples": None,
     "warmup_steps": None,
+    "dead_code_window": None,
+    "probe_every": None,
+    "eval_checkpoints": None,
 }
-_FLOAT_PARAMS = ["lr", "weight_decay"]
+_FLOAT_PARAMS = ["lr", "weight_decay", "checkpoint_ratio"]
 # Params kept as logged (strings), and tags: the budget and identity columns pooling checks.
 _TEXT_PARAMS = ["optimizer", keys.PARAM_EVAL_INDICES_DIGEST, keys.PARAM_FID_INDICES_DIGEST,
                 keys.PARAM_FID_WEIGHTS_DIGEST]

@@ -163,3 +163,44 @@ def paired_test(differences) -> PairedTest:
     result = stats.ttest_1samp(d, 0.0)
     _, low, high, _ = mean_ci(d)
     return PairedTest(n, mean, float(result.statistic), float(result.pvalue), low, high, "")
+
+
+# ---------------------------------------------------------------- family-adjusted intervals and ratios
+def adjusted_interval(differences, family_size: int) -> tuple[float, float]:
+    """Bonferroni-adjusted Student-t interval of the mean difference: confidence 1 − α/m for a family of
+    m tests (simultaneous coverage ≥ 1 − α). It excludes 0 only where the raw p < α/m, and then Holm rejects
+    too; Holm (step-down) can also reject where this interval still touches 0. NaN for n < 2."""
+    d = np.asarray(differences, dtype=float)
+    d = d[np.isfinite(d)]
+    if len(d) < 2 or family_size < 1:
+        return math.nan, math.nan
+    mean = float(d.mean())
+    half = float(stats.t.ppf(1 - ALPHA / (2 * family_size), len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+    return mean - half, mean + half
+
+
+def fieller_ratio(numerator, denominator, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """Ratio of paired means mean(a)/mean(b) with Fieller's interval (Fieller 1954), for paired samples
+    (a_i, b_i), e.g. one part of SimVQ's advantage and the total advantage on the same seed.
+
+    Solves (ā − r·b̄)² = t²·(s_aa − 2r·s_ab + r²·s_bb)/n for r, t the Student quantile with n − 1 df.
+    Bounded only where b̄ is significantly non-zero (b̄² > t²·s_bb/n); otherwise (−inf, inf): the total
+    is too uncertain for any share to be stated. (ratio, low, high); NaN for n < 2."""
+    a, b = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    n = len(a)
+    if n < 2 or b.mean() == 0:
+        return math.nan, math.nan, math.nan
+    ratio = float(a.mean() / b.mean())
+    t2 = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) ** 2
+    covariance = np.cov(a, b, ddof=1) / n
+    s_aa, s_ab, s_bb = covariance[0, 0], covariance[0, 1], covariance[1, 1]
+    quad = b.mean() ** 2 - t2 * s_bb
+    lin = a.mean() * b.mean() - t2 * s_ab
+    const = a.mean() ** 2 - t2 * s_aa
+    discriminant = lin * lin - quad * const
+    if quad <= 0 or discriminant < 0:
+        return ratio, -math.inf, math.inf
+    root = math.sqrt(discriminant)
+    return ratio, float((lin - root) / quad), float((lin + root) / quad)

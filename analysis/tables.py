@@ -10,7 +10,8 @@ import pandas as pd
 # Metrics the table shows, in order, when any run has them (columns of analysis.runs.runs_frame, plus
 # the late-training mean of each probe).
 TABLE_METRICS = ["utilization", "utilization_ceiling", "utilization_relative", "tokens", "perplexity",
-                 "perplexity_relative", "unused_code_distance", "distribution_gap", "dead_code_revival", "mse",
+                 "perplexity_relative", "unused_code_distance", "dead_code_distance", "distribution_gap",
+                 "distribution_gap_weighted", "dead_code_revival", "codes_born", "codes_died", "mse",
                  "psnr", "ssim", "rfid", "rkid", "wall_time_s", "samples_per_s"]
 GROUP = ["quantizer", "codebook_size_requested", "latent_dim"]
 #: Below this many test tokens per code, utilization is capped by the token count, not by collapse: a

@@ -3,7 +3,9 @@
 One verdict per quantizer from three things: a rank test (Spearman ρ of utilization with log2 K, exact p
 at small n, Holm-adjusted over the quantizers), an effect size (the drop from the smallest to the largest
 K, with a t-interval over seeds), and the state of the measurement (convergence at the largest K, token
-cap). A drop of 0.978 → 0.948 is not the same finding as 0.9 → 0.2, however small its p.
+cap). A drop of 0.978 → 0.948 is not the same finding as 0.9 → 0.2, however small its p. Every verdict
+resting on a trial that is not converged (the slope rule, :mod:`analysis.checkpoints`) ends "at this
+budget"; the "add seeds" hint asks for a design whose smallest attainable p clears Holm's first bar α/m.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from .checkpoints import AT_THIS_BUDGET
 from .statistics import (ALPHA, holm, mean_ci, sample_columns, seeds_needed, smallest_exact_spearman_p,
                          spearman)
 from .tables import TOKENS_PER_CODE
@@ -77,13 +80,19 @@ def _drop(points: pd.DataFrame, smallest, largest) -> tuple[float, float, float,
     return float(at[smallest] - at[largest]), math.nan, math.nan, 0
 
 
-def _convergence_note(part: pd.DataFrame, largest) -> tuple[bool, str]:
-    at_largest = part.loc[part["codebook_size_requested"] == largest, "converged"] if "converged" in part else pd.Series()
-    known = at_largest.dropna()
-    if known.empty:
-        return False, "convergence not recorded"
-    stuck = int((known < 0.5).sum())
-    return stuck > 0, (f"{stuck} of {len(known)} trials at the largest K not converged" if stuck else "")
+def _convergence_note(part: pd.DataFrame, largest) -> tuple[bool, int, str]:
+    """(any trial at the largest K unconverged, unconverged trials at any K, note)."""
+    if "converged" not in part or part["converged"].dropna().empty:
+        return False, 0, "convergence not recorded"
+    known = part["converged"].dropna()
+    at_largest = part.loc[part["codebook_size_requested"] == largest, "converged"].dropna()
+    stuck_largest, stuck = int((at_largest < 0.5).sum()), int((known < 0.5).sum())
+    notes = []
+    if stuck_largest:
+        notes.append(f"{stuck_largest} of {len(at_largest)} trials at the largest K not converged")
+    if stuck > stuck_largest:
+        notes.append(f"{stuck} of {len(known)} trials not converged in all")
+    return stuck_largest > 0, stuck, "; ".join(notes)
 
 
 def _verdict(row: dict, unconverged: bool, capped: bool) -> tuple[str, list[str]]:
@@ -128,7 +137,7 @@ def size_trends(frame: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
                "min_effect": minimum_effect(float(at[sizes[0]])), "rho": math.nan, "p": math.nan,
                "verdict": "", "note": ""}
         capped = [k for k in capped_sizes(part) if k in sizes]
-        state = {"capped": capped, "unconverged": False, "notes": []}
+        state = {"capped": capped, "unconverged": False, "stuck": 0, "notes": [], "floor": None}
         if n_sizes < 2:
             row["verdict"], row["note"] = INSUFFICIENT, "one codebook size"
         elif n < 3:
@@ -138,13 +147,8 @@ def size_trends(frame: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
         else:
             row["drop"], row["drop_ci_low"], row["drop_ci_high"], row["drop_n"] = _drop(points, sizes[0], sizes[-1])
             row["rho"], row["p"] = spearman(points["x"], points["value"])
-            state["unconverged"], convergence = _convergence_note(part, sizes[-1])
-            floor = smallest_exact_spearman_p(points["x"].value_counts().to_list())
-            if floor >= ALPHA:
-                need = seeds_needed(n_sizes)
-                state["notes"].append(f"{n_sizes} sizes × {n // n_sizes} seeds: the smallest attainable exact p is "
-                                      f"{floor:.3g} ≥ {ALPHA}"
-                                      + (f"; {need} seeds per size can go below" if need else ""))
+            state["unconverged"], state["stuck"], convergence = _convergence_note(part, sizes[-1])
+            state["floor"] = (smallest_exact_spearman_p(points["x"].value_counts().to_list()), n_sizes, n)
             state["notes"] += [convergence] if convergence else []
         if capped:
             sizes_text = ", ".join(map(str, capped))
@@ -153,10 +157,22 @@ def size_trends(frame: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
         states.append(state)
     table = pd.DataFrame(rows, columns=TREND_COLUMNS)
     table["p_holm"] = holm(table["p"]) if len(table) else []
+    family = max(1, int(table["p"].notna().sum())) if len(table) else 1
     for i, state in enumerate(states):
         row = table.iloc[i].to_dict()
+        if state["floor"] is not None:
+            # Holm rejects nothing unless the smallest p is below α/m, so that is the bar a design must clear
+            floor, n_sizes, n = state["floor"]
+            bar = ALPHA / family
+            if floor >= bar:
+                need = seeds_needed(n_sizes, alpha=bar)
+                state["notes"].insert(0, f"{n_sizes} sizes × {n // n_sizes} seeds: the smallest attainable exact p is "
+                                      f"{floor:.3g} ≥ {ALPHA}" + (f"/{family} (Holm over {family} tests)" if family > 1 else "")
+                                      + (f"; {need} seeds per size can go below" if need else ""))
         if not row["verdict"]:
             verdict, notes = _verdict(row, state["unconverged"], bool(state["capped"]))
+            if verdict != NOT_CONVERGED and state["stuck"]:
+                verdict += AT_THIS_BUDGET   # every verdict resting on an unconverged trial says so
             table.loc[table.index[i], "verdict"] = verdict
             state["notes"] = notes + state["notes"]
         table.loc[table.index[i], "note"] = "; ".join(filter(None, [row["note"], *state["notes"]]))

@@ -18,7 +18,7 @@ from scipy import stats  # noqa: E402
 from analysis import figures as figs  # noqa: E402
 from analysis import statistics as st  # noqa: E402
 from analysis.comparisons import attribution, compare_to_reference, control_contrasts  # noqa: E402
-from analysis.mechanism import POOLED, best_probe, probe_associations  # noqa: E402
+from analysis.mechanism import BETWEEN, POOLED, WITHIN_CELLS, WITHIN_K, best_probe, probe_associations  # noqa: E402
 from analysis.pipeline import ARTIFACT_DIR, analysed_runs  # noqa: E402
 from analysis.plotting import CEILING_LABEL  # noqa: E402
 from analysis.runs import select_runs  # noqa: E402
@@ -186,16 +186,34 @@ def test_control_contrasts_say_what_explains_simvqs_advantage(analysed):
     _, frame, _, _ = analysed
     controls = control_contrasts(frame, "utilization_relative")
     assert set(controls["contrast"]) == {"total", "init scale", "reparameterization at equal scale", "learning W"}
+    # simvq − vq is tested in one family only: the control table's "total" repeats the comparison family's test
+    comparisons = compare_to_reference(frame, "utilization_relative")
+    total = _row(controls, contrast="total", codebook_size_requested=4096)
+    tested = _row(comparisons, contrast="simvq − vq", codebook_size_requested=4096)
+    assert total["family"] == "comparison" and total["p_holm"] == pytest.approx(tested["p_holm"])
+    in_family = controls[controls["family"] == "controls"]
+    assert len(in_family) == 9 and in_family["p_holm"].tolist() == pytest.approx(st.holm(in_family["p"]).tolist())
+    # beside each Holm verdict a Bonferroni-adjusted interval (alpha / m, m = 9), wider than the per-test one
+    row = _row(controls, contrast="learning W", codebook_size_requested=4096)
+    diffs = [final_relative("simvq", 4096, s) - final_relative("simvq-frozen-w", 4096, s) for s in SEEDS]
+    half = stats.t.ppf(1 - 0.05 / 18, 2) * np.std(diffs, ddof=1) / np.sqrt(3)
+    assert (row["ci_adj_low"], row["ci_adj_high"]) == pytest.approx((np.mean(diffs) - half, np.mean(diffs) + half))
     for row in controls.itertuples():
         a = [final_relative(row.a, row.codebook_size_requested, s) for s in SEEDS]
         b = [final_relative(row.b, row.codebook_size_requested, s) for s in SEEDS]
         assert row.difference == pytest.approx(np.mean(np.subtract(a, b)))
         assert row.p == pytest.approx(stats.ttest_rel(a, b).pvalue)
     assert _row(controls, contrast="init scale", codebook_size_requested=4096)["unconverged"] == 3
-    sentences = attribution(controls)
+    sentences = attribution(controls, frame, "utilization_relative")
     assert len(sentences) == len(SIZES)
     assert sentences[-1].startswith("K = 4096, latent dim 8: SimVQ uses more of its codebook than VQ")
-    assert "both contribute" in sentences[-1] and "init scale Δ = +0.29" in sentences[-1]
+    assert "init scale Δ = +0.29" in sentences[-1] and sentences[-1].count("share of the total") == 3
+    # init scale: a significant part (Holm p < 0.05) that is *not* most of the advantage: it contributes
+    init = [final_relative("vq-simvq-init", 4096, s) - final_relative("vq", 4096, s) for s in SEEDS]
+    whole = [final_relative("simvq", 4096, s) - final_relative("vq", 4096, s) for s in SEEDS]
+    share, low, high = st.fieller_ratio(init, whole)
+    assert 0 < low < high < 0.5 and f"share of the total {share:.2g}" in sentences[-1]
+    assert "learned linear layer" in sentences[-1] and "at this budget" in sentences[-1]   # vq-simvq-init rising
 
 
 def test_probe_associations_equal_spearman_and_never_use_codes_with_gradient(analysed):
@@ -205,12 +223,17 @@ def test_probe_associations_equal_spearman_and_never_use_codes_with_gradient(ana
     runs = [(q, k, s) for q in CODEBOOK for k in SIZES for s in SEEDS]
     x = [late_mean(keys.PROBE_DEAD_CODE_REVIVAL, q, k, s) for q, k, s in runs]
     y = [final_relative(q, k, s) for q, k, s in runs]
-    pooled = _row(table, probe="dead_code_revival", quantizer=POOLED)
-    assert pooled["n"] == 36
-    assert (pooled["rho"], pooled["p"]) == pytest.approx(tuple(stats.spearmanr(x, y)))
-    assert pooled["rho_ci_low"] < pooled["rho"] < pooled["rho_ci_high"]
-    assert table["p_holm"].tolist() == pytest.approx(st.holm(table["p"]).tolist(), nan_ok=True)
-    assert _row(table, probe="unused_code_distance", quantizer=POOLED)["verdict"] == "as the theory predicts"
+    between = _row(table, probe="dead_code_revival", quantizer=POOLED, design=BETWEEN)   # labelled, no verdict
+    assert between["n"] == 36 and np.isnan(between["p_holm"]) and between["verdict"].startswith("between methods")
+    assert (between["rho"], between["p"]) == pytest.approx(tuple(stats.spearmanr(x, y)))
+    within = _row(table, probe="dead_code_revival", quantizer=POOLED, design=WITHIN_CELLS)
+    assert (within["n"], within["cells"]) == (36, 12) and within["min_p"] < 0.001
+    family = table[table["design"] != BETWEEN]
+    assert family["p_holm"].tolist() == pytest.approx(st.holm(family["p"]).tolist(), nan_ok=True)
+    vq = _row(table, probe="unused_code_distance", quantizer="vq")   # 3 K cells of 3 seeds: exact, min p 2/216
+    assert vq["design"] == WITHIN_K and vq["min_p"] == pytest.approx(2 / 216)
+    assert _row(table, probe="unused_code_distance", quantizer=POOLED,
+                design=WITHIN_CELLS)["verdict"].startswith("as the theory predicts")
     assert best_probe(table).startswith("`unused_code_distance` predicts utilization best")
     assert probe_value(keys.PROBE_CODES_WITH_GRADIENT, "simvq", 256, 0, 0) == 1.0   # logged, but never read
 
@@ -398,10 +421,13 @@ def test_vqbench_figures_writes_files_and_logs_them_on_the_parent(sweep_store, t
     report = (out / "report.md").read_text()
     assert f"Tracking store: `sqlite:///{tmp_path / 'store.db'}`" in report
     assert "45 FINISHED runs used" in report and "1 FAILED" in report
-    for phrase in ["Holm-adjusted", "**trend** (4 tests", "**controls** (12 tests", "min(0.2, 0.5 ×",
-                   "at most 5% (relative)", "were **not computed**", "capped", "paired by seed only",
+    for phrase in ["Holm-adjusted", "**trend** (4 tests", "**comparison** (6 tests", "**controls** (9 tests",
+                   "min(0.2, 0.5 ×", "the slope rule", "±max(0.02, 0.001 / mean utilization)",
+                   "were **not computed**", "capped", "paired by seed only", "Bonferroni-adjusted",
                    "collapses with size", "no meaningful trend", "not converged at this budget",
-                   "both contribute", "`unused_code_distance` predicts utilization best", "still rising",
+                   "explains most of it", "`unused_code_distance` predicts utilization best", "still rising",
+                   "between methods", "Dead-code revival against a null", "Where unused codes sit",
+                   "Does a probe predict later utilization", "share of the total",
                    "`probe/codes_with_gradient` is never evidence", "fig7_phase_diagram.png"]:
         assert phrase in report, phrase
     assert "gradient coverage" not in report.lower()
@@ -434,3 +460,24 @@ def test_only_failed_runs_is_a_clear_message(empty_store, tmp_path, capsys):
     assert main(["figures", "--sweep", parent, "--out", str(tmp_path / "figures")]) == 2
     assert "no usable FINISHED trial runs (2 FAILED)" in capsys.readouterr().err
     assert not (tmp_path / "figures").exists()
+
+
+def test_lagged_predictions_and_distance_contrasts_on_the_logged_runs(analysed):
+    from analysis.distances import AS_PREDICTED, CONTRARY, distance_contrasts, distance_summary
+    from analysis.lagged import lagged_predictions
+
+    _, frame, histories, checkpoints = analysed
+    lagged = lagged_predictions(histories, checkpoints, frame, "utilization_relative")
+    assert set(lagged["test"]) == {"probe at t → Δ utilization to the next checkpoint",
+                                   "gap at the first checkpoint → final utilization"}
+    assert lagged["p_holm"].tolist() == pytest.approx(st.holm(lagged["p"]).tolist(), nan_ok=True)
+    assert (lagged["min_p"].dropna() > 0).all()
+    distances = distance_contrasts(frame)   # 3 − 2·relative: VQ (lower utilization) sits farther
+    assert len(distances) == len(SIZES) and distances["family"].eq("geometry").all()
+    assert distances.loc[distances["codebook_size_requested"] == 4096, "verdict"].iloc[0].startswith(AS_PREDICTED)
+    # the contrary case: VQ's unused codes closer to the data in every seed
+    flipped = frame.assign(unused_code_distance=np.where(frame["quantizer"] == "vq",
+                                                         0.5 + 0.01 * frame["seed"] ** 2, 2.0))
+    table = distance_contrasts(flipped)
+    assert table["verdict"].str.startswith(CONTRARY).all()
+    assert distance_summary(table).startswith("Contrary evidence: VQ's unused codes sit closer")

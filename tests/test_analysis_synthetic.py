@@ -9,6 +9,7 @@ import time
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
+from benchmark.evaluation.checkpoints import convergence
 from benchmark.tracking import keys
 from benchmark.training.config import TrainConfig
 
@@ -54,11 +55,12 @@ def final_utilization(quantizer: str, size: int, seed: int, latent_dim: int = 8)
 
 
 def relative_at(quantizer: str, size: int, seed: int, step: int, latent_dim: int = 8) -> float:
-    """Utilization / ceiling at an evaluation checkpoint: settled by half the steps, except UNCONVERGED."""
+    """Utilization / ceiling at an evaluation checkpoint: flat to 0.2 % from the first checkpoint (converged
+    by the slope rule), except UNCONVERGED, which rises by 0.15 of its final value per doubling of samples."""
     final = final_relative(quantizer, size, seed, latent_dim)
     if (quantizer, size) in UNCONVERGED:
-        return final * (0.55 + 0.45 * step / TRAIN_STEPS)
-    return final * min(1.0, 0.7 + 0.3 * step / (TRAIN_STEPS / 2))
+        return final * (1.0 - 0.15 * math.log2(TRAIN_STEPS / step))
+    return final * (1 - 0.002 * (TRAIN_STEPS - step) / TRAIN_STEPS)
 
 
 def utilization_change(quantizer: str, size: int, seed: int, latent_dim: int = 8) -> float:
@@ -113,7 +115,9 @@ def _eval_metrics(quantizer: str, size: int, seed: int, latent_dim: int, step: i
 
 def log_trial(client: MlflowClient, experiment_id: str, parent_id: str | None, quantizer: str, size: int,
               seed: int, latent_dim: int = 8, status: str = "FINISHED", with_fid: bool = False,
-              steps: int = TRAIN_STEPS, sweep: str = "synthetic") -> str:
+              steps: int = TRAIN_STEPS, sweep: str = "synthetic", legacy: bool = False) -> str:
+    """One trial run. ``legacy``: log only what trials logged before the slope rule (the two-point
+    eval/utilization_change and its eval/converged), so analysis must recompute convergence."""
     real = real_size(quantizer, size)
     config = TrainConfig(quantizer=quantizer, codebook_size=real, latent_dim=latent_dim, seed=seed, steps=steps,
                          batch_size=BATCH_SIZE, eval_samples=EVAL_IMAGES, fid_samples=128 if with_fid else 0)
@@ -144,9 +148,14 @@ def log_trial(client: MlflowClient, experiment_id: str, parent_id: str | None, q
         for step in CHECKPOINTS:
             metrics += _eval_metrics(quantizer, size, seed, latent_dim, step, now)
         change = utilization_change(quantizer, size, seed, latent_dim)
-        finals = {keys.EVAL_UTILIZATION_CHANGE: change,
-                  keys.EVAL_CONVERGED: float(abs(change) <= keys.CONVERGENCE_TOLERANCE),
-                  keys.COST_SAMPLES_SEEN: steps * BATCH_SIZE}
+        if legacy:
+            finals = {keys.EVAL_UTILIZATION_CHANGE: change,
+                      keys.EVAL_CONVERGED: float(abs(change) <= keys.CONVERGENCE_TOLERANCE)}
+        else:
+            history = [(step, relative_at(quantizer, size, seed, step, latent_dim) * ceiling(real))
+                       for step in CHECKPOINTS]
+            finals = convergence(history)
+        finals[keys.COST_SAMPLES_SEEN] = steps * BATCH_SIZE
         if with_fid:
             utilization = final_utilization(quantizer, size, seed, latent_dim)
             finals.update({keys.EVAL_RFID: 50 - 10 * utilization + seed, keys.EVAL_RKID: 0.05 - 0.01 * utilization,
@@ -162,7 +171,8 @@ def log_trial(client: MlflowClient, experiment_id: str, parent_id: str | None, q
 
 def log_sweep(client: MlflowClient, experiment: str = "vqbench-test", quantizers=QUANTIZERS,
               sizes=SIZES, seeds=SEEDS, latent_dims=(8,), failed: int = 1, with_fid: bool = False,
-              artifact_location: str | None = None, steps: int = TRAIN_STEPS, name: str = "synthetic") -> str:
+              artifact_location: str | None = None, steps: int = TRAIN_STEPS, name: str = "synthetic",
+              legacy: bool = False) -> str:
     """A sweep parent run with one FINISHED child per (quantizer, size, seed, latent dim) and ``failed``
     FAILED vq children, in ``experiment`` (created when missing). Returns the parent run id."""
     found = client.get_experiment_by_name(experiment)
@@ -176,7 +186,7 @@ def log_sweep(client: MlflowClient, experiment: str = "vqbench-test", quantizers
             for seed in seeds:
                 for latent_dim in latent_dims:
                     log_trial(client, experiment_id, parent_id, quantizer, size, seed, latent_dim,
-                              with_fid=with_fid, steps=steps, sweep=name)
+                              with_fid=with_fid, steps=steps, sweep=name, legacy=legacy)
     for i in range(failed):
         log_trial(client, experiment_id, parent_id, "vq", sizes[-1], 100 + i, status="FAILED", sweep=name)
     client.set_terminated(parent_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import pytest
 import scipy.linalg
 import torch
@@ -197,11 +198,11 @@ def test_a_learned_codebook_selected_otherwise_gets_its_rank_but_not_the_search_
 
 @pytest.mark.parametrize("name, size, expected", [
     ("vq", 64, {keys.PROBE_LATENT_RANK, keys.PROBE_UNUSED_CODE_DISTANCE, keys.PROBE_DISTRIBUTION_GAP,
-                keys.PROBE_CODEBOOK_RANK}),
+                keys.PROBE_DISTRIBUTION_GAP_WEIGHTED, keys.PROBE_CODEBOOK_RANK}),
     ("simvq", 64, {keys.PROBE_LATENT_RANK, keys.PROBE_UNUSED_CODE_DISTANCE, keys.PROBE_DISTRIBUTION_GAP,
-                   keys.PROBE_CODEBOOK_RANK}),
+                   keys.PROBE_DISTRIBUTION_GAP_WEIGHTED, keys.PROBE_CODEBOOK_RANK}),
     ("simvq-frozen-w", 64, {keys.PROBE_LATENT_RANK, keys.PROBE_UNUSED_CODE_DISTANCE,
-                            keys.PROBE_DISTRIBUTION_GAP}),
+                            keys.PROBE_DISTRIBUTION_GAP, keys.PROBE_DISTRIBUTION_GAP_WEIGHTED}),
     ("fsq", 1000, {keys.PROBE_LATENT_RANK}),
     ("lfq", 64, {keys.PROBE_LATENT_RANK}),
 ])
@@ -232,3 +233,86 @@ def test_codes_with_gradient_is_the_selected_fraction_for_vq_and_one_for_simvq_b
         out.loss.backward()
         selected = out.indices.unique().numel() / 256
         assert codes_with_gradient(quantizer) == pytest.approx(selected if expected is None else expected)
+
+
+# ----------------------------------------------------------------------------- usage-weighted gap, dead codes
+def test_weighted_gap_ignores_dead_codes_and_is_zero_when_used_codes_are_the_latents():
+    from benchmark.evaluation.geometry import weighted_distribution_gap
+
+    torch.manual_seed(0)
+    latents = torch.randn(400, 3)
+    dead = torch.randn(600, 3) * 50 + 100          # far away, never selected
+    codebook = torch.cat([latents, dead])
+    indices = torch.arange(400)                      # each latent is its own code
+    assert weighted_distribution_gap(codebook, latents, indices) < 1e-9
+    assert distribution_gap(codebook, latents) > 100   # the unweighted gap is dominated by the dead codes
+    # weights are usage: one code used 3 times counts 3 times (same as repeating its row)
+    twice = torch.tensor([0, 0, 0, 1])
+    brute = distribution_gap(codebook[twice], latents[:4])
+    assert weighted_distribution_gap(codebook, latents[:4], twice) == pytest.approx(brute, rel=1e-9)
+
+
+def test_dead_code_distance_uses_the_dead_mask_minus_the_codes_this_batch_used():
+    torch.manual_seed(0)
+    centres = torch.randn(4, 2) * 5
+    labels = torch.arange(400) % 4
+    latents = centres[labels] + 0.1 * torch.randn(400, 2)
+    stranded, among = torch.full((3, 2), 40.0), centres[:3] + 0.05
+    codebook = torch.cat([centres, among, stranded])
+    dead = torch.zeros(10, dtype=torch.bool)
+    dead[7:] = True                                   # only the stranded codes are dead over the window
+    dead[0] = True                                    # used in this batch: not counted
+    far = unused_code_distance(codebook, latents, labels, unused=dead)
+    assert far > 50 and unused_code_distance(codebook, latents, labels) < far   # batch-unused mixes both
+    revival = DeadCodeRevival(10, window=3)
+    revival.update(torch.tensor([0, 1]), 1)
+    revival.update(torch.tensor([2]), 4)
+    assert revival.dead_codes(4).tolist() == [True, True, False] + [True] * 7   # 0, 1 last used at 1 <= 4 - 3
+
+
+def test_code_turnover_counts_births_and_deaths_as_fractions_of_k():
+    from benchmark.evaluation.revival import code_turnover
+
+    before = torch.tensor([3, 0, 1, 0, 0, 2, 0, 0])
+    now = torch.tensor([1, 2, 0, 0, 4, 1, 0, 0])
+    turnover = code_turnover(before, now)
+    assert turnover == {keys.EVAL_CODES_BORN: 2 / 8, keys.EVAL_CODES_DIED: 1 / 8}
+    assert 3 / 8 + turnover[keys.EVAL_CODES_BORN] - turnover[keys.EVAL_CODES_DIED] == 4 / 8
+    assert code_turnover(None, now) == {}
+
+
+def test_growth_only_revival_equals_a_simulated_random_refill_process():
+    from benchmark.evaluation.revival import growth_only_revival, null_keep_rate
+
+    assert growth_only_revival(0.3, 1.0) == 0.0 and growth_only_revival(0.3, 0.0) == pytest.approx(0.3)
+    generator = torch.Generator().manual_seed(0)
+    size, u, g = 4000, 0.3, 0.6
+    used = torch.randperm(size, generator=generator)[: int(u * size)]
+    revived, kept_seen = [], []
+    for _ in range(20):
+        keep = used[torch.randperm(len(used), generator=generator)[: int(g * len(used))]]
+        pool = torch.ones(size, dtype=torch.bool)
+        pool[keep] = False
+        candidates = pool.nonzero().squeeze(1)
+        refill = candidates[torch.randperm(len(candidates), generator=generator)[: len(used) - len(keep)]]
+        new = torch.cat([keep, refill])
+        was, now = torch.zeros(size, dtype=torch.bool), torch.zeros(size, dtype=torch.bool)
+        was[used], now[new] = True, True
+        revived.append(float((now & ~was).sum() / (~was).sum()))
+        kept_seen.append(float((now & was).sum() / was.sum()))
+        used = new
+    assert np.mean(revived) == pytest.approx(growth_only_revival(u, g), abs=0.005)
+    # the observed keep rate includes re-drawn dropped codes; null_keep_rate recovers the process's g
+    assert null_keep_rate(np.mean(kept_seen), u) == pytest.approx(g, abs=0.01)
+
+
+def test_collapse_probes_log_the_dead_code_distance_when_given_the_dead_mask():
+    torch.manual_seed(0)
+    quantizer = quantizers.build("vq", dim=6, codebook_size=64, init="normal")
+    z = torch.randn(2, 16, 6)
+    out = quantizer(z)
+    dead = torch.ones(64, dtype=torch.bool)
+    probes = collapse_probes(quantizer, z, out.indices, dead=dead)
+    expected = unused_code_distance(quantizer.codebook().detach(), z, out.indices, unused=dead)
+    assert probes[keys.PROBE_DEAD_CODE_DISTANCE] == pytest.approx(expected)
+    assert keys.PROBE_DEAD_CODE_DISTANCE not in collapse_probes(quantizer, z, out.indices)

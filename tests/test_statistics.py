@@ -2,6 +2,7 @@
 minimum effect, ties in the "add seeds" hint, and the pooling rules on real MLflow stores."""
 from __future__ import annotations
 
+import itertools
 import math
 import shutil
 from pathlib import Path
@@ -167,3 +168,115 @@ def test_pooling_checks_fid_samples_and_quantizer_options_without_a_store():
         check_poolable(options)
     kept, pooling = drop_repeats(base.assign(codebook_size_requested=256))
     assert kept["run_id"].tolist() == ["b"] and pooling.repeats == 1
+
+
+# ---------------------------------------------------------------- issue: verdicts that survive a second review
+def test_the_add_seeds_hint_accounts_for_the_family_size():
+    # 6 quantizers x 2 sizes x 4 seeds: the floor 2/C(8,4) = 0.029 is below 0.05 but not below 0.05/6
+    frames = [trend_frame({256: [0.9 - 0.01 * s for s in range(4)], 4096: [0.5 - 0.01 * s for s in range(4)]},
+                          quantizer=f"q{i}") for i in range(6)]
+    trends = size_trends(pd.concat(frames))
+    assert trends["p"].tolist() == pytest.approx([2 / 70] * 6) and (trends["verdict"] == ADD_SEEDS).all()
+    assert "0.0286 ≥ 0.05/6 (Holm over 6 tests); 5 seeds per size can go below" in trends.iloc[0]["note"]
+    assert st.seeds_needed(2, alpha=0.05 / 6) == 5 and st.seeds_needed(2) == 4
+
+
+def test_every_trend_verdict_resting_on_an_unconverged_trial_says_at_this_budget():
+    small = trend_frame({256: [0.978, 0.975, 0.981], 1024: [0.962, 0.960, 0.966], 4096: [0.948, 0.944, 0.951]})
+    small.loc[small["codebook_size"] == 256, "converged"] = [1.0, 0.0, 1.0]   # not at the largest K
+    row = size_trends(small).iloc[0]
+    assert row["verdict"] == NO_MEANINGFUL_TREND + " at this budget" and "1 of 9 trials not converged" in row["note"]
+
+
+def test_adjusted_interval_is_bonferroni_and_fieller_bounds_a_ratio_of_paired_means():
+    d = [0.1, 0.3, 0.2, 0.25]
+    low, high = st.adjusted_interval(d, 6)
+    half = stats.t.ppf(1 - 0.05 / 12, 3) * np.std(d, ddof=1) / 2
+    assert (low, high) == pytest.approx((np.mean(d) - half, np.mean(d) + half))
+    assert st.adjusted_interval(d, 1) == pytest.approx(st.mean_ci(d)[1:3])
+    part, total = [0.2, 0.31, 0.26, 0.24], [0.4, 0.6, 0.5, 0.5]
+    ratio, low, high = st.fieller_ratio(part, total)
+    assert ratio == pytest.approx(np.mean(part) / np.mean(total)) and low < ratio < high
+    assert st.fieller_ratio([0.1, 0.2, 0.1], [0.5, -0.4, 0.1])[1:] == (-math.inf, math.inf)   # total ~ 0
+
+
+def test_within_cell_association_removes_a_between_method_confound():
+    from analysis.cells import within_cell_association
+
+    # two methods: B has more of the probe AND more utilization, but inside each method the probe is noise
+    rng = np.random.default_rng(1)
+    probe = np.r_[rng.normal(0, 1, 6), rng.normal(10, 1, 6)]
+    utilization = np.r_[rng.normal(0.2, 0.01, 6), rng.normal(0.8, 0.01, 6)]
+    cells = ["A/256"] * 3 + ["A/1024"] * 3 + ["B/256"] * 3 + ["B/1024"] * 3
+    assert st.spearman(probe, utilization)[0] > 0.7                        # pooled: a strong "mechanism"
+    test = within_cell_association(probe, utilization, cells)
+    assert test.p > 0.2 and test.cells == 4 and test.min_p == pytest.approx(2 / 6 ** 4)
+    # exact p equals brute force on one cell of 4 (4! arrangements)
+    one = within_cell_association([1, 2, 3, 4], [0.1, 0.3, 0.2, 0.4], ["c"] * 4)
+    brute = [stats.spearmanr([1, 2, 3, 4], perm).statistic for perm in itertools.permutations([0.1, 0.3, 0.2, 0.4])]
+    assert one.rho == pytest.approx(0.8) and one.p == pytest.approx(np.mean(np.abs(brute) >= 0.8 - 1e-12))
+
+
+def test_runs_logged_before_the_slope_rule_are_rejudged_from_their_history():
+    from analysis.checkpoints import apply_convergence
+
+    frame = pd.DataFrame({"run_id": ["spike", "flat"], "converged": [1.0, 1.0]})   # the old two-point rule
+    checkpoints = pd.DataFrame({"run_id": ["spike"] * 4 + ["flat"] * 4, "step": [5, 10, 20, 40] * 2,
+                                "samples_seen": [320, 640, 1280, 2560] * 2,
+                                "utilization": [0.30, 0.60, 0.31, 0.30, 0.5, 0.5, 0.501, 0.5]})
+    judged = apply_convergence(frame, checkpoints).set_index("run_id")
+    assert judged.loc["spike", "converged"] == 0.0 and judged.loc["spike", "convergence_status"] == "unclear"
+    assert judged.loc["flat", "converged"] == 1.0 and (judged["convergence_source"] == "recomputed").all()
+    logged = frame.assign(convergence_status=[1.0, 0.0])   # a logged status wins
+    assert apply_convergence(logged, checkpoints).set_index("run_id").loc["spike", "convergence_status"] == "rising"
+
+
+def test_revival_under_a_growth_only_process_is_not_reported_as_supporting_the_theory():
+    import torch
+
+    from analysis.revival_null import revival_rows, revival_summary
+    from benchmark.evaluation.revival import DeadCodeRevival, code_turnover
+    from benchmark.tracking import keys
+
+    rows = []
+    for quantizer, u, g in [("vq", 0.2, 0.8), ("simvq", 0.6, 0.5)]:   # no codebook mechanism in either
+        for size in (256, 1024):
+            for seed in range(3):
+                generator = torch.Generator().manual_seed(seed)
+                revival, used, window = DeadCodeRevival(size, window=4), None, 4
+                counts = previous = None
+                values, kept = [], []
+                for block in range(12):   # each window of 4 steps draws from one used set
+                    if used is None:
+                        used = torch.randperm(size, generator=generator)[: int(u * size)]
+                    else:
+                        keep = used[torch.randperm(len(used), generator=generator)[: int(g * len(used))]]
+                        pool = torch.ones(size, dtype=torch.bool)
+                        pool[keep] = False
+                        free = pool.nonzero().squeeze(1)
+                        used = torch.cat([keep, free[torch.randperm(len(free), generator=generator)[: len(used) - len(keep)]]])
+                    for step in range(block * window + 1, (block + 1) * window + 1):
+                        revival.update(used, step)
+                    previous, counts = counts, torch.bincount(used, minlength=size)
+                    if block >= 2:
+                        values.append(revival.value((block + 1) * window))
+                        died = code_turnover(previous, counts)[keys.EVAL_CODES_DIED]
+                        kept.append(1 - died / u)
+                rows.append({"quantizer": quantizer, "codebook_size_requested": size, "seed": seed,
+                             "dead_code_revival": np.mean(values), "utilization": u, "kept_observed": np.mean(kept),
+                             "converged": 1.0})
+    table = revival_rows(pd.DataFrame(rows))
+    summary = revival_summary(table)
+    assert "supports the theory" not in summary.replace("does not support the theory", "")
+    assert not table["verdict"].str.startswith("below").any()
+    assert (table["excess"].abs() < 0.02).all()
+
+
+def test_pooling_refuses_different_probe_settings():
+    base = pd.DataFrame({"quantizer": "vq", "codebook_size_requested": [256, 1024], "latent_dim": 8, "seed": 0,
+                         "dead_code_window": [100, 20], "quantizer_options": "", "run_id": ["a", "b"],
+                         "start_time": [1, 2]})
+    with pytest.raises(ValueError, match="different dead_code_window"):
+        check_poolable(base)
+    with pytest.raises(ValueError, match="different probe_every"):
+        check_poolable(base.assign(dead_code_window=100, probe_every=[25, 50]))

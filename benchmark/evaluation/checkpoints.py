@@ -11,8 +11,9 @@ What a number must not measure (issue 11) and how this module keeps it out:
   tokens. Below 10·K tokens the ceiling is visibly under 1 (0.99995 at exactly 10·K) and the report says
   the value is capped;
 - *the budget*: evaluations at several checkpoints of one trial (1/8, 1/4, 1/2 and all of the steps by
-  default) give utilization against samples seen, and the change over the last doubling of samples says
-  whether the trial's utilization had levelled off (:func:`convergence`).
+  default) give utilization against samples seen, and the slope rule of
+  :mod:`benchmark.evaluation.convergence` (a trend over the checkpoints with its interval, not two points)
+  says whether the trial's utilization had levelled off (:func:`convergence`).
 """
 from __future__ import annotations
 
@@ -62,9 +63,10 @@ def evaluation_plan(dataset, eval_samples: int | None, fid_samples: int) -> Eval
     return EvaluationPlan(indices, fid_indices, indices[spread])
 
 
-def checkpoint_steps(steps: int, checkpoints: int) -> list[int]:
-    """Evaluation steps: ``steps / 2^(checkpoints-1)``, ..., ``steps / 2``, ``steps`` (rounded up)."""
-    return sorted({math.ceil(steps / 2 ** i) for i in range(checkpoints)})
+def checkpoint_steps(steps: int, checkpoints: int, ratio: float = 2.0) -> list[int]:
+    """Evaluation steps: ``steps / ratio^(checkpoints-1)``, ..., ``steps / ratio``, ``steps`` (rounded up;
+    equal steps merge). The default ratio 2 puts one checkpoint at each doubling of samples."""
+    return sorted({math.ceil(steps / ratio ** i) for i in range(checkpoints)})
 
 
 # ----------------------------------------------------------------------------- the uniform ceilings
@@ -150,13 +152,31 @@ def fid_metrics(model, images: Tensor, device: torch.device, reference_name: str
             keys.EVAL_RFID_SAMPLES: float(fid["num_images"])}
 
 
-def convergence(history: list[tuple[int, float]]) -> dict[str, float]:
-    """Did utilization level off? ``history`` is [(step, utilization)] at the checkpoints. The change over
-    the last doubling of samples, ``(u_T - u_{T/2}) / max(u_T, u_{T/2})``, and converged = 1.0 when its
-    magnitude is at most :data:`keys.CONVERGENCE_TOLERANCE`. Empty with fewer than two checkpoints."""
-    if len(history) < 2:
+def convergence(history: list[tuple[int, float]], window: int | None = None) -> dict[str, float]:
+    """Did utilization level off? ``history`` is [(step, utilization)] at the checkpoints (steps are
+    proportional to samples seen: one batch size). The rule is
+    :func:`benchmark.evaluation.convergence.convergence_verdict` (slope of utilization relative to its mean
+    against log2 samples over the checkpoints, with its t-interval, against a tolerance band):
+
+    - ``eval/utilization_change``: the change over the last doubling, ``(u_T - u_{T/2}) / max(u_T, u_{T/2})``
+      (kept: a description, no longer the verdict); absent with fewer than two checkpoints;
+    - ``eval/utilization_slope`` and its CI (omitted when there is no slope: fewer than 3 checkpoints) (``_ci_low``, ``_ci_high``), ``eval/convergence_points``,
+      ``eval/convergence_status`` (:data:`benchmark.evaluation.convergence.STATUS_CODES`) and
+      ``eval/converged`` = 1.0 only for "converged" (0.0 for rising, falling, unclear, too few checkpoints).
+    Empty for an empty history."""
+    from benchmark.evaluation.convergence import convergence_verdict
+
+    if not history:
         return {}
-    (_, before), (_, after) = history[-2], history[-1]
-    change = (after - before) / max(after, before, 1e-12)
-    return {keys.EVAL_UTILIZATION_CHANGE: change,
-            keys.EVAL_CONVERGED: float(abs(change) <= keys.CONVERGENCE_TOLERANCE)}
+    out: dict[str, float] = {}
+    if len(history) >= 2:
+        (_, before), (_, after) = history[-2], history[-1]
+        out[keys.EVAL_UTILIZATION_CHANGE] = (after - before) / max(after, before, 1e-12)
+    verdict = convergence_verdict([max(step, 1) for step, _ in history], [u for _, u in history],
+                                  abs_tol=keys.CONVERGENCE_ABS_TOL, rel_tol=keys.CONVERGENCE_REL_TOL,
+                                  window=window)
+    out.update({keys.EVAL_UTILIZATION_SLOPE: verdict.slope, keys.EVAL_UTILIZATION_SLOPE_CI_LOW: verdict.ci_low,
+                keys.EVAL_UTILIZATION_SLOPE_CI_HIGH: verdict.ci_high,
+                keys.EVAL_CONVERGENCE_POINTS: float(verdict.points),
+                keys.EVAL_CONVERGENCE_STATUS: verdict.code, keys.EVAL_CONVERGED: float(verdict.converged)})
+    return {key: value for key, value in out.items() if not math.isnan(value)}   # too few points: no slope

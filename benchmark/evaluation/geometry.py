@@ -35,7 +35,7 @@ def _rows(name: str, t: Tensor, dim: int | None = None) -> Tensor:
 
 
 def unused_code_distance(codebook: Tensor, latents: Tensor, indices: Tensor,
-                         max_codes: int = MAX_UNUSED_CODES) -> float:
+                         max_codes: int = MAX_UNUSED_CODES, unused: Tensor | None = None) -> float:
     """Median distance from a code unused in the batch to its nearest latent, over the mean quantization error.
 
     ``codebook`` ``(K, d)``; ``latents`` ``(..., d)``, the quantizer's inputs z; ``indices`` ``(...)``, the
@@ -50,7 +50,12 @@ def unused_code_distance(codebook: Tensor, latents: Tensor, indices: Tensor,
     inf when the error is 0 but unused codes are not on the data. When |U| > ``max_codes`` the median is
     over a seeded uniform sample of ``max_codes`` unused codes.
     With N latents and K > N codes at least K − N codes are unused in one batch whatever the training, so U
-    mixes dead codes with live ones this batch did not draw. The nearest-latent search is
+    mixes dead codes with live ones this batch did not draw: for VQ (low utilization) U is mostly dead codes,
+    for SimVQ mostly live codes this batch happened not to draw, so the batch definition does not mean the
+    same codes for both. Pass ``unused`` (bool ``(K,)``, e.g. the codes dead over the trainer's
+    ``dead_code_window``, :meth:`DeadCodeRevival.dead_codes`) to take U = ``unused`` minus the codes this
+    batch used: the same definition for every method (logged as ``probe/dead_code_distance``). The
+    nearest-latent search is
     :func:`quantizers.search.nearest_code` with the latents as its "codebook" (blocked, no N×K matrix).
     """
     codebook = _rows("codebook", codebook)
@@ -65,7 +70,12 @@ def unused_code_distance(codebook: Tensor, latents: Tensor, indices: Tensor,
         raise ValueError(f"indices must lie in [0, {codebook.shape[0]})")
     used = torch.zeros(codebook.shape[0], dtype=torch.bool, device=codebook.device)
     used[flat_indices] = True
-    unused = (~used).nonzero().squeeze(1)
+    if unused is not None:
+        if unused.shape != used.shape or unused.dtype != torch.bool:
+            raise ValueError(f"unused must be a bool tensor of shape ({codebook.shape[0]},)")
+        unused = (unused.to(used.device) & ~used).nonzero().squeeze(1)
+    else:
+        unused = (~used).nonzero().squeeze(1)
     if unused.numel() == 0:
         return math.nan
     if unused.numel() > max_codes:
@@ -82,25 +92,33 @@ def unused_code_distance(codebook: Tensor, latents: Tensor, indices: Tensor,
 
 
 # ----------------------------------------------------------------------------- distribution gap
-def _mean_and_covariance(rows: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean ``(d,)`` and population covariance ``(d, d)`` (divided by n) in float64."""
+def _mean_and_covariance(rows: Tensor, weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Mean ``(d,)`` and population covariance ``(d, d)`` (divided by n, or weighted by ``weights`` ``(n,)``
+    summing to anything positive) in float64."""
     rows = rows.double()
-    mean = rows.mean(dim=0)
+    if weights is None:
+        mean = rows.mean(dim=0)
+        centred = rows - mean
+        return mean, centred.t() @ centred / rows.shape[0]
+    w = weights.double().to(rows.device)
+    w = w / w.sum()
+    mean = (w[:, None] * rows).sum(dim=0)
     centred = rows - mean
-    return mean, centred.t() @ centred / rows.shape[0]
+    return mean, (centred * w[:, None]).t() @ centred
 
 
-def gaussian_w2_squared(a: Tensor, b: Tensor) -> float:
+def gaussian_w2_squared(a: Tensor, b: Tensor, weights_a: Tensor | None = None) -> float:
     """Squared 2-Wasserstein distance between the Gaussian fits (mean, population covariance) of two clouds
     ``a`` ``(..., d)`` and ``b`` ``(..., d)``:
 
         W2² = ||μ_a − μ_b||² + tr(Σ_a + Σ_b − 2 (Σ_b^½ Σ_a Σ_b^½)^½)
 
     (the Fréchet distance of FID). Float64, symmetric eigendecompositions only (d × d, cheap for d ≤ 256);
-    0 (to ~1e-12 relative) for identical clouds, never negative."""
+    0 (to ~1e-12 relative) for identical clouds, never negative. ``weights_a`` ``(rows of a,)``, optional:
+    fit a's Gaussian with these non-negative weights (rows of weight 0 do not count)."""
     a = _rows("a", a)
     b = _rows("b", b, dim=a.shape[1])
-    mean_a, cov_a = _mean_and_covariance(a)
+    mean_a, cov_a = _mean_and_covariance(a, weights_a)
     mean_b, cov_b = _mean_and_covariance(b)
     eigenvalues_b, eigenvectors_b = torch.linalg.eigh(cov_b)
     root_b = eigenvectors_b * eigenvalues_b.clamp(min=0).sqrt() @ eigenvectors_b.t()
@@ -125,6 +143,28 @@ def distribution_gap(codebook: Tensor, latents: Tensor) -> float:
     if total_variance <= 0:
         return math.nan
     return gaussian_w2_squared(codebook, latents) / total_variance
+
+
+def weighted_distribution_gap(codebook: Tensor, latents: Tensor, indices: Tensor) -> float:
+    """The usage-weighted distribution gap (``probe/distribution_gap_weighted``): :func:`distribution_gap`
+    with each code's Gaussian-fit weight its count in this batch's ``indices`` (one per latent), so dead
+    codes (weight 0) do not dominate the code cloud as they do in the unweighted gap, where a codebook of
+    mostly dead codes reads far from the data whatever its used codes do. It measures how well the codes
+    the data *use* cover the latents (the quantized latents' Gaussian against the latents'). NaN when the
+    latents have no variance."""
+    codebook = _rows("codebook", codebook)
+    latents = _rows("latents", latents, dim=codebook.shape[1])
+    flat = indices.detach().reshape(-1).to(codebook.device).long()
+    if flat.numel() != latents.shape[0]:
+        raise ValueError(f"indices must hold one code per latent ({latents.shape[0]}); got {flat.numel()}")
+    if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= codebook.shape[0]):
+        raise ValueError(f"indices must lie in [0, {codebook.shape[0]})")
+    counts = torch.bincount(flat, minlength=codebook.shape[0])
+    total_variance = float(_mean_and_covariance(latents)[1].trace())
+    if total_variance <= 0:
+        return math.nan
+    used = counts > 0
+    return gaussian_w2_squared(codebook[used], latents, counts[used]) / total_variance
 
 
 # ----------------------------------------------------------------------------- rank

