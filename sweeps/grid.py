@@ -22,11 +22,12 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from benchmark.training.config import TrainConfig
+from quantizers.own_dims import OWN_DIM_QUANTIZERS, own_latent_dim
 
 #: The grid's axes: the only TrainConfig fields that may differ between the trials of one sweep.
 AXES = ("quantizer", "codebook_size", "latent_dim", "seed")
-#: Quantizers whose latent dim follows from the codebook size (see the module docstring).
-OWN_DIM_QUANTIZERS = ("fsq", "lfq", "bsq")
+#: Budget fields a grid may set per quantizer (SweepGrid.budget_per_quantizer).
+PER_QUANTIZER_FIELDS = ("lr",)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ class Trial:
     def run_name(self) -> str:
         """The MLflow run name, readable in a list: ``simvq K=4096 d=32 seed=0``."""
         c = self.config
-        return f"{c.quantizer} K={self.codebook_size} d={c.latent_dim} seed={c.seed}"
+        return f"{c.quantizer} K={self.codebook_size} d={c.latent_dim} seed={c.seed}" + (
+            f" lr={c.lr:g}" if c.validation_fraction else "")
 
     def as_dict(self) -> dict:
         """Plain data for Ray Tune's param space (and back with :meth:`from_dict`)."""
@@ -85,6 +87,12 @@ class SweepGrid:
     #: Seeds for named quantizers instead of ``seeds`` (e.g. more seeds for the comparison that needs a
     #: confidence interval, SimVQ vs VQ, and one for the rest): same budget, more samples where it matters.
     seeds_per_quantizer: dict[str, list[int]] = field(default_factory=dict)
+    #: An optional fifth axis: every trial is repeated at each of these learning rates (the decisive
+    #: experiment's learning-rate pick). Empty: every trial uses ``base.lr``.
+    learning_rates: list[float] = field(default_factory=list)
+    #: Budget fields set per quantizer: a declared departure from the identical budget, allowed only for the
+    #: fields in :data:`PER_QUANTIZER_FIELDS` (each arm at the learning rate chosen for it on validation data).
+    budget_per_quantizer: dict[str, dict] = field(default_factory=dict)
 
     def seeds_for(self, quantizer: str) -> list[int]:
         return list(self.seeds_per_quantizer.get(quantizer, self.seeds))
@@ -136,6 +144,19 @@ class SweepGrid:
                              "to the FSQ paper's level list (quantizers.fsq.fsq_levels_for)")
         if self.base.quantizer_options:
             raise ValueError("set quantizer options per quantizer in quantizer_options, not in the base config")
+        if len(set(self.learning_rates)) != len(self.learning_rates) or any(
+                isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 for lr in self.learning_rates):
+            raise ValueError(f"learning_rates must list distinct numbers > 0; got {self.learning_rates!r}")
+        for name, budget in self.budget_per_quantizer.items():
+            if name not in self.quantizers:
+                raise ValueError(f"budget_per_quantizer names quantizer {name!r}, which is not in the grid "
+                                 f"{self.quantizers}")
+            bad = sorted(set(budget) - set(PER_QUANTIZER_FIELDS))
+            if bad:
+                raise ValueError(f"budget_per_quantizer[{name!r}] may set only {list(PER_QUANTIZER_FIELDS)} "
+                                 f"(every other budget field is identical for all trials); got {bad}")
+            if self.learning_rates and "lr" in budget:
+                raise ValueError("budget_per_quantizer may not set lr when learning_rates is an axis")
 
     def budget(self) -> dict[str, object]:
         """The fields every trial shares (data, backbone, budget, evaluation), without the axes."""
@@ -145,12 +166,15 @@ class SweepGrid:
         return {"quantizers": list(self.quantizers), "codebook_sizes": list(self.codebook_sizes),
                 "latent_dims": list(self.latent_dims), "seeds": list(self.seeds),
                 "budget": self.budget(), "quantizer_options": dict(self.quantizer_options),
-                "seeds_per_quantizer": {k: list(v) for k, v in self.seeds_per_quantizer.items()}}
+                "seeds_per_quantizer": {k: list(v) for k, v in self.seeds_per_quantizer.items()},
+                **({"learning_rates": list(self.learning_rates)} if self.learning_rates else {}),
+                **({"budget_per_quantizer": {k: dict(v) for k, v in self.budget_per_quantizer.items()}}
+                   if self.budget_per_quantizer else {})}
 
     @classmethod
     def from_dict(cls, values: dict) -> "SweepGrid":
         allowed = {"quantizers", "codebook_sizes", "latent_dims", "seeds", "budget", "quantizer_options",
-                   "seeds_per_quantizer"}
+                   "seeds_per_quantizer", "learning_rates", "budget_per_quantizer"}
         unknown = sorted(set(values) - allowed)
         if unknown:
             raise ValueError(f"unknown sweep grid key(s) {unknown}; allowed: {sorted(allowed)}")
@@ -158,7 +182,9 @@ class SweepGrid:
                    latent_dims=list(values["latent_dims"]), seeds=list(values["seeds"]),
                    base=base_config(values.get("budget", {})),
                    quantizer_options={k: dict(v) for k, v in values.get("quantizer_options", {}).items()},
-                   seeds_per_quantizer={k: list(v) for k, v in values.get("seeds_per_quantizer", {}).items()})
+                   seeds_per_quantizer={k: list(v) for k, v in values.get("seeds_per_quantizer", {}).items()},
+                   learning_rates=[float(v) for v in values.get("learning_rates", [])],
+                   budget_per_quantizer={k: dict(v) for k, v in values.get("budget_per_quantizer", {}).items()})
 
 
 def base_config(budget: dict) -> TrainConfig:
@@ -179,34 +205,6 @@ def budget_fields() -> list[str]:
 class Expansion:
     trials: list[Trial]
     skipped: list[SkippedCombination]
-
-
-def own_latent_dim(quantizer: str, codebook_size: int) -> tuple[int, int, str]:
-    """For FSQ/LFQ: ``(latent_dim, real_codebook_size, note)`` implied by a requested size.
-
-    Raises ValueError with the reason when no such quantizer has that size.
-    """
-    if quantizer in ("lfq", "bsq"):  # BSQ (Zhao et al. 2024) binarizes like LFQ, on the unit sphere
-        name = quantizer.upper()
-        bits = int(round(math.log2(codebook_size)))
-        if 2 ** bits != codebook_size:
-            lower, upper = 2 ** math.floor(math.log2(codebook_size)), 2 ** math.ceil(math.log2(codebook_size))
-            raise ValueError(f"{name} has 2^bits codes (one sign per latent dim), so its codebook size must be "
-                             f"a power of two; {codebook_size} is not (nearest: {lower} or {upper})")
-        return bits, codebook_size, f"{name} latent dim = log2 K = {bits}"
-    if quantizer == "fsq":
-        from quantizers.fsq import PAPER_LEVELS, fsq_levels_for
-
-        levels = list(fsq_levels_for(codebook_size))  # raises ValueError for sizes no level list reaches
-        real = math.prod(levels)
-        note = f"FSQ levels {levels}: K = {real}, latent dim = {len(levels)}"
-        if real != codebook_size:
-            note += f" (asked {codebook_size})"
-        if codebook_size not in PAPER_LEVELS:
-            note += "; levels from vqbench's extension, not the FSQ paper's table"
-        return len(levels), real, note
-    raise ValueError(f"quantizer {quantizer!r} does not set its own latent dim; "
-                     f"only {list(OWN_DIM_QUANTIZERS)} do")
 
 
 def expand_grid(grid: SweepGrid, *, threads: int = 1) -> Expansion:
@@ -240,11 +238,15 @@ def expand_grid(grid: SweepGrid, *, threads: int = 1) -> Expansion:
                             quantizer, size, None, f"same trial as an earlier size: {note}"))
                     continue
                 seen.add(identity)
-                for seed in grid.seeds_for(quantizer):
-                    config = replace(grid.base, quantizer=quantizer, codebook_size=size, latent_dim=dim,
-                                     seed=seed, quantizer_options=dict(options), threads=threads)
-                    config.validate()  # a bad budget fails here, before Ray or MLflow start
-                    trials.append(Trial(config, real_size, note))
+                own_budget = dict(grid.budget_per_quantizer.get(quantizer, {}))
+                for lr in grid.learning_rates or [own_budget.get("lr", grid.base.lr)]:
+                    for seed in grid.seeds_for(quantizer):
+                        config = replace(grid.base, **own_budget, quantizer=quantizer, codebook_size=size,
+                                         latent_dim=dim, seed=seed, quantizer_options=dict(options),
+                                         threads=threads)
+                        config = replace(config, lr=lr)
+                        config.validate()  # a bad budget fails here, before Ray or MLflow start
+                        trials.append(Trial(config, real_size, note))
     if not trials:
         raise ValueError("the grid has no runnable trial: " +
                          "; ".join(f"{s.quantizer} K={s.codebook_size}: {s.reason}" for s in skipped))

@@ -16,7 +16,12 @@ PAPER_TABLE = ["vq", "ema", "fc", "fsq", "lfq", "lc", "simvq"]
 FIXES = ["restart", "rotation", "ibq", "bsq"]
 #: Controls that separate SimVQ's reparameterization from its confounds (issue 12).
 CONTROLS = ["vq-simvq-init", "simvq-frozen-w", "simvq-train-c", "simvq-no-bias"]
-ALL_QUANTIZERS = PAPER_TABLE + FIXES + CONTROLS
+#: Controls beyond the mechanism preset's: EMA-VQ and the rotation trick started at SimVQ's code scale (at
+#: VQ's default U(±1/K) init the rotation scales the encoder's gradient by ||q||/||z||, 1.6e-4 of
+#: straight-through's at K = 4096, so rotation-vs-VQ in a short run measures that), and the dense-gradient
+#: control without a shared linear map (the decisive experiment's new arm).
+MORE_CONTROLS = ["ema-simvq-init", "rotation-simvq-init", "vq-dense-pull"]
+ALL_QUANTIZERS = PAPER_TABLE + FIXES + CONTROLS + MORE_CONTROLS
 
 # ---------------------------------------------------------------------------------------------- quick
 #: The quick preset's budget: all trials in <= 10 min on 2 CPU cores, Ray start, data build and figures
@@ -38,7 +43,7 @@ QUICK_BUDGET: dict[str, object] = {
                                # trial (small-sample bias): no signal, so the quick preset skips it
     "log_every": 10,
     "probe_every": 25,
-    "dead_code_window": 40,    # revival needs two windows: a first value at step 80
+    "dead_code_window": 20,    # <= steps / 8, so the probe steps 100 and 150 refer to different windows
     "device": "auto",
 }
 #: 2^8 ... 2^12: the largest size whose utilization the offline test set measures uncapped (10 test
@@ -102,6 +107,53 @@ PAPER_LATENT_DIMS = [8, 16, 32, 64, 128]   # FSQ, LFQ and BSQ take their own dim
 PAPER_SEEDS = [0, 1, 2]
 
 
+# ---------------------------------------------------------------------------------------------- audio
+#: The paper's methods that apply to audio: VQGAN-LC's codebook is k-means of InceptionV3 image features,
+#: so it has no audio counterpart here (the paper's audio table has no LC row either).
+AUDIO_TABLE = ["vq", "ema", "fc", "fsq", "lfq", "simvq"]
+#: The audio quick preset: the speech corpus synthesized offline by espeak-ng (benchmark.data.speech; 906
+#: held-out test clips of 1 s, 4 voices never trained on = 45,300 test tokens at 50 tokens/s), the 1-D
+#: codec (hop 320 = 50 tokens/s at 16 kHz), <= 10 min on 2 CPU cores (measured: README).
+AUDIO_QUICK_BUDGET: dict[str, object] = {
+    "dataset": "speech",
+    "sample_rate": 16_000,
+    "clip_samples": 16_000,    # 1 s clips: 50 tokens each
+    "width": 32,               # channels at the token rate (4, 8, 16, 32 at 4 kHz ... 50 Hz)
+    "num_res_blocks": 1,
+    "steps": 400,
+    "batch_size": 16,          # 800 tokens per step
+    "lr": 2e-3,
+    "warmup_steps": 20,
+    "eval_samples": 400,       # 20,000 test tokens, stratified over the 4 test voices: 19.5 per code at 2^10
+    "eval_checkpoints": 4,     # 50, 100, 200, 400 steps
+    "fid_samples": 0,          # rFID reads images
+    "log_every": 20,
+    "probe_every": 25,
+    "dead_code_window": 50,    # <= steps / 8
+    "device": "auto",
+}
+AUDIO_QUICK_CODEBOOK_SIZES = [2 ** 8, 2 ** 10]
+#: The paper's audio set-up (Sec. 5.2: LibriTTS at 24 kHz in the paper; 16 kHz here, WavTokenizer's 40-75
+#: tokens/s range): a folder of LibriTTS (train-clean-100 / test-clean) as ``audio-folder``. Needs --data-dir.
+AUDIO_PAPER_BUDGET: dict[str, object] = {
+    **AUDIO_QUICK_BUDGET,
+    "dataset": "audio-folder",
+    "width": 128,
+    "num_res_blocks": 2,
+    "steps": 20_000,
+    "batch_size": 32,
+    "lr": 1e-4,
+    "warmup_steps": 0,
+    "optimizer": "adam-paper",
+    "eval_samples": None,
+    "eval_checkpoints": 5,
+    "log_every": 50,
+    "probe_every": 200,
+    "dead_code_window": 1_000,
+}
+AUDIO_PAPER_CODEBOOK_SIZES = [2 ** 10, 2 ** 12, 2 ** 14, 2 ** 16]
+
+
 def quick() -> SweepGrid:
     return SweepGrid(list(PAPER_TABLE), list(QUICK_CODEBOOK_SIZES), list(QUICK_LATENT_DIMS), list(QUICK_SEEDS),
                      base=base_config(QUICK_BUDGET),
@@ -125,7 +177,22 @@ def paper() -> SweepGrid:
                      list(PAPER_SEEDS), base=base_config(PAPER_BUDGET))
 
 
-PRESETS = {"quick": quick, "full": full, "mechanism": mechanism, "paper": paper}
+def audio_quick() -> SweepGrid:
+    return SweepGrid(list(AUDIO_TABLE), list(AUDIO_QUICK_CODEBOOK_SIZES), list(QUICK_LATENT_DIMS), list(QUICK_SEEDS),
+                     base=base_config(AUDIO_QUICK_BUDGET),
+                     seeds_per_quantizer={k: list(v) for k, v in QUICK_SEEDS_PER_QUANTIZER.items()})
+
+
+def audio_paper() -> SweepGrid:
+    """Refused without --data-dir (the audio-folder source needs one): LibriTTS's layout is read as is."""
+    return SweepGrid(list(AUDIO_TABLE) + list(FIXES[:2]), list(AUDIO_PAPER_CODEBOOK_SIZES), [8, 32], list(PAPER_SEEDS),
+                     base=base_config(AUDIO_PAPER_BUDGET))
+
+
+PRESETS = {"quick": quick, "full": full, "mechanism": mechanism, "paper": paper, "audio-quick": audio_quick,
+           "audio-paper": audio_paper}
+#: Presets that are not one sweep but a staged experiment (sweeps.decide); ``vqbench sweep`` dispatches them.
+STAGED_PRESETS = ("decide",)
 
 
 def get_preset(name: str) -> SweepGrid:

@@ -43,3 +43,23 @@ def stratified_sample(groups: torch.Tensor | None, size: int, count: int, seed: 
 def indices_digest(indices: torch.Tensor) -> str:
     """Short sha256 of an index list: two runs with equal digests evaluated the same images."""
     return hashlib.sha256(indices.long().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def validation_split(dataset, fraction: float, seed: int = 0):
+    """``dataset`` with a fixed ``fraction`` of its *training* samples held out as the evaluation set and
+    the test set set aside: what hyper-parameters (a learning rate) are chosen on, so that the test set
+    stays unseen until the confirmatory trials. The held-out samples depend only on ``seed``."""
+    from dataclasses import replace
+
+    from benchmark.data.dataset import content_digest
+
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation_fraction must lie in (0, 1); got {fraction}")
+    count = len(dataset.train)
+    held = max(1, round(count * fraction))
+    if held >= count:
+        raise ValueError(f"validation_fraction={fraction} leaves no training samples of {count}")
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    train, validation = dataset.train[order[held:].sort().values], dataset.train[order[:held].sort().values]
+    return replace(dataset, name=f"{dataset.name}-validation", train=train, test=validation, test_groups=None,
+                   digest=content_digest(train, validation))

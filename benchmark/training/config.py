@@ -43,9 +43,17 @@ class TrainConfig:
     warmup_steps: int = 50
     optimizer: str = "adamw"           # adamw | adam-paper (Adam, betas (0.5, 0.9): the SimVQ/VQGAN config)
     seed: int = 0
+    #: budget mode: stop at the first checkpoint where utilization has levelled off (the slope rule of
+    #: benchmark.evaluation.convergence); ``steps`` is then the cap, and a trial that reaches it without
+    #: levelling off is *censored* (logged as such, never counted converged)
+    stop_when_converged: bool = False
+    convergence_window: int | None = None   # checkpoints the slope rule fits (the last ones); None: all
     # -- evaluation and logging
     eval_samples: int | None = None    # test images for utilization, PSNR, SSIM (None: the whole test set)
-    eval_checkpoints: int = 4          # evaluations at 1/2^(n-1), ..., 1/4, 1/2 and all of the steps
+    eval_checkpoints: int = 4          # evaluations at 1/r^(n-1), ..., 1/r², 1/r and all of the steps
+    checkpoint_ratio: float = 2.0      # r: the ratio between consecutive checkpoints (2: one per doubling)
+    validation_fraction: float = 0.0   # > 0: hold out this fraction of the training set and evaluate on it
+                                       # instead of the test set (for choosing hyper-parameters)
     fid_samples: int = 128             # test images for rFID/rKID (0 disables them); ~5 images/s on CPU
     log_every: int = 10
     probe_every: int = 25
@@ -107,6 +115,14 @@ class TrainConfig:
         if self.eval_samples is not None:
             check_int("eval_samples", self.eval_samples, minimum=1)
         check_int("eval_checkpoints", self.eval_checkpoints, minimum=1)
+        check_float("checkpoint_ratio", self.checkpoint_ratio, minimum=1.0, inclusive=False)
+        check_float("validation_fraction", self.validation_fraction, minimum=0.0, maximum=0.9)
+        if not isinstance(self.stop_when_converged, bool):
+            raise ValueError(f"stop_when_converged must be true or false; got {self.stop_when_converged!r}")
+        if self.convergence_window is not None:
+            check_int("convergence_window", self.convergence_window, minimum=3)
+        if self.stop_when_converged and self.eval_checkpoints < 3:
+            raise ValueError("stop_when_converged needs eval_checkpoints >= 3 (the slope rule fits >= 3 points)")
         check_int("usage_window_tokens", self.usage_window_tokens, minimum=1)
         if check_int("fid_samples", self.fid_samples, minimum=0) == 1:
             raise ValueError("fid_samples must be 0 (no rFID/rKID) or >= 2 (FID needs a covariance); got 1")

@@ -63,7 +63,7 @@ def describe_trial(config: TrainConfig, codebook_size: int, dataset, device: tor
         f"samples; {optimizer}, lr {config.lr} (linear warm-up {config.warmup_steps} steps, then constant).\n\n"
         f"Backbone: {config.resolved_backbone()}, width {config.width}, {config.num_res_blocks} residual "
         f"block(s) per resolution -> {tokens_per_sample} tokens per sample. Device: {device}.\n\n"
-        f"Eval at steps {checkpoint_steps(config.steps, config.eval_checkpoints)} on {len(plan.indices)} "
+        f"Eval at steps {checkpoint_steps(config.steps, config.eval_checkpoints, config.checkpoint_ratio)} on {len(plan.indices)} "
         f"test images stratified over the test set's sources ({tokens} tokens, indices digest {plan.digest}); "
         f"uniform utilization ceiling {ceiling:.4f}.{capped}\n\n{fid}"
     )

@@ -63,7 +63,8 @@ def build_model(config: TrainConfig, channels: int, quantizer=None):
     return VQAutoencoder(encoder, quantizer, decoder)
 
 
-def initialize_from_data(quantizer, config: TrainConfig, dataset, train_samples: torch.Tensor) -> None:
+def initialize_from_data(quantizer, config: TrainConfig, dataset, train_samples: torch.Tensor,
+                         device: torch.device | str = "cpu") -> None:
     """Run a data-initialized quantizer's hook (VQGAN-LC's k-means codebook) with what it needs injected:
     the training samples, the backbone's image token grid, the InceptionV3 extractor and the cache folder.
     A quantizer without the hook is left alone."""
@@ -79,7 +80,7 @@ def initialize_from_data(quantizer, config: TrainConfig, dataset, train_samples:
     from benchmark.files import resolve_cache_dir
 
     quantizer.initialize_from_data(train_samples, data_key=f"{dataset.digest}-{config.image_size}px",
-                                   token_grid=token_grid, feature_extractor=inception_extractor,
+                                   token_grid=token_grid, feature_extractor=lambda: inception_extractor(device=device),
                                    cache_dir=resolve_cache_dir())
 
 

@@ -32,16 +32,16 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from benchmark.evaluation.usage import utilization_ceiling
 from benchmark.tracking import keys
 from benchmark.tracking.runs import RunTracking, TrialRun, default_run_name, trial_tags
 from benchmark.training.config import TrainConfig
 from benchmark.training.run_record import MIN_UNBIASED_FID_IMAGES, dataset_profile, describe_trial, usage_histogram
-from benchmark.training.setup import (COST_KEYS, DATA_ORDER_SEED_OFFSET, StageClock, batch_order, build_model,
-                                      build_optimizer, build_quantizer, data_request, initialize_from_data,
-                                      learning_rate)
+from benchmark.training.setup import (COST_KEYS, DATA_ORDER_SEED_OFFSET, DATASET_SEED, StageClock, batch_order,
+                                      build_model, build_optimizer, build_quantizer, data_request,
+                                      initialize_from_data, learning_rate)
+
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite. Raised after the MLflow run is marked FAILED."""
@@ -73,12 +73,15 @@ def train(config: TrainConfig, *, tracking: RunTracking | None = None,
     """
     from tqdm.auto import tqdm
 
+    from benchmark.data.sampling import validation_split
     from benchmark.data.sources import load_dataset
+    from benchmark.evaluation.convergence import convergence_verdict
     from benchmark.device import resolve_device
     from benchmark.evaluation.checkpoints import (checkpoint_steps, convergence, evaluate, evaluation_plan,
                                                   fid_metrics, reconstruct)
     from benchmark.evaluation.modality import get_modality
     from benchmark.evaluation.probes import DeadCodeRevival, codes_with_gradient, collapse_probes
+    from benchmark.evaluation.revival import code_turnover
     from benchmark.evaluation.usage import CodeUsageWindow
     from benchmark.models.registry import get_backbone
 
@@ -96,13 +99,15 @@ def train(config: TrainConfig, *, tracking: RunTracking | None = None,
         backbone = get_backbone(config.resolved_backbone())
         fid_samples = config.fid_samples if modality.supports_fid else 0
         dataset = load_dataset(config.dataset, data_request(config))
+        if config.validation_fraction:
+            dataset = validation_split(dataset, config.validation_fraction, seed=DATASET_SEED)
         train_images, test_images = torch.as_tensor(dataset.train), torch.as_tensor(dataset.test)
         plan = evaluation_plan(dataset, config.eval_samples, fid_samples)
         if fid_samples:
             from benchmark.evaluation.inception import weights_provenance
 
             fid_provenance = weights_provenance()
-        initialize_from_data(quantizer, config, dataset, train_images)
+        initialize_from_data(quantizer, config, dataset, train_images, device)
         model = build_model(config, dataset.channels, quantizer).to(device)
         parameters = [p for p in model.parameters() if p.requires_grad]
         optimizer = build_optimizer(config, parameters)
@@ -136,7 +141,7 @@ def train(config: TrainConfig, *, tracking: RunTracking | None = None,
                           "codebook_size": codebook_size}, "config.json")
 
         # ---- the loop
-        checkpoints = set(checkpoint_steps(config.steps, config.eval_checkpoints))
+        checkpoints = set(checkpoint_steps(config.steps, config.eval_checkpoints, config.checkpoint_ratio))
         usage: CodeUsageWindow | None = None   # sized from the first step's token count
         revival = DeadCodeRevival(codebook_size, window=config.dead_code_window)
         batches = batch_order(len(train_images), config.batch_size, config.seed + DATA_ORDER_SEED_OFFSET)
@@ -147,6 +152,8 @@ def train(config: TrainConfig, *, tracking: RunTracking | None = None,
         evaluation_counts = None
         bar = tqdm(total=config.steps, desc=run_name, disable=not progress, file=sys.stderr,
                    dynamic_ncols=True)
+        stopped_at: int | None = None        # the checkpoint where the stopping rule fired, if it did
+        previous_counts = None               # code counts at the previous checkpoint (births and deaths)
         model.train()
         for step in range(1, config.steps + 1):
             probe = step == 1 or step % config.probe_every == 0
@@ -159,7 +166,7 @@ def train(config: TrainConfig, *, tracking: RunTracking | None = None,
                     output = model(images)
                 except FloatingPointError as error:  # NonFiniteLatentError: the encoder already diverged
                     raise NonFiniteLossError(step, math.nan, str(error)) from error
-                recon_loss = F.mse_loss(output.reconstruction, images)
+                recon_loss = modality.reconstruction_loss(output.reconstruction, images, dataset)
                 loss = recon_loss + output.quantizer.loss
                 if not torch.isfinite(loss):
                     raise NonFiniteLossError(step, float(loss))
@@ -173,12 +180,14 @@ def train(config: TrainConfig, *, tracking: RunTracking | None = None,
                     moved = codes_with_gradient(quantizer)
                     if moved is not None:
                         probes[keys.PROBE_CODES_WITH_GRADIENT] = moved
-                    probes.update(collapse_probes(quantizer, output.latents.detach(), indices))
+                    probes.update(collapse_probes(quantizer, output.latents.detach(), indices,
+                                                  dead=revival.dead_codes(step - 1)))
             with clock("train"):
                 optimizer.step()
                 terms = {keys.TRAIN_LOSS: loss, keys.TRAIN_RECON_LOSS: recon_loss,
                          keys.TRAIN_QUANT_LOSS: output.quantizer.loss,
-                         **{f"train/{name}": value for name, value in output.quantizer.losses.items()}}
+                         **{f"train/{name}": value for name, value in output.quantizer.losses.items()},
+                         **{f"train/{name}": torch.tensor(value) for name, value in quantizer.training_stats().items()}}
                 for name, value in terms.items():
                     window_sums[name] = window_sums.get(name, 0.0) + float(value.detach())
                 window_steps += 1
@@ -204,10 +213,22 @@ def train(config: TrainConfig, *, tracking: RunTracking | None = None,
                                                           dataset, full=step == config.steps)
                     metrics[keys.EVAL_SAMPLES_SEEN] = float(step * config.batch_size)
                 utilization_history.append((step, metrics[keys.EVAL_UTILIZATION]))
+                metrics.update(code_turnover(previous_counts, evaluation_counts))
+                previous_counts = evaluation_counts
+                if config.stop_when_converged and convergence_verdict(
+                        [s * config.batch_size for s, _ in utilization_history],
+                        [u for _, u in utilization_history], window=config.convergence_window,
+                        abs_tol=keys.CONVERGENCE_ABS_TOL, rel_tol=keys.CONVERGENCE_REL_TOL).converged:
+                    stopped_at = step  # levelled off (at the cap too: then it is not censored)
+                    if step < config.steps:
+                        with clock("eval"):  # the stop is the trial's end point: its full evaluation
+                            full_metrics, evaluation_counts = evaluate(model, test_images[plan.indices], device,
+                                                                       modality, dataset, full=True)
+                            metrics.update(full_metrics)   # the same model: the same code counts
                 with clock("tracking"):
                     run.log_metrics(metrics, step)
                 latest.update(metrics)
-            if step % config.log_every == 0 or step == config.steps:
+            if step % config.log_every == 0 or step == config.steps or stopped_at:
                 curves = {name: total / window_steps for name, total in window_sums.items()}
                 window_counts = usage.counts()
                 curves[keys.TRAIN_LR] = lr
@@ -224,10 +245,17 @@ def train(config: TrainConfig, *, tracking: RunTracking | None = None,
                                 util=f"{curves[keys.TRAIN_UTILIZATION]:.3f}")
                 if on_log is not None:
                     on_log(step, dict(latest))
+            if stopped_at:
+                break  # at the cap the loop ends anyway
         bar.close()
+        last_step = step
 
         # ---- the final evaluation: convergence, rFID on its stratified sample, artifacts
-        final = convergence(utilization_history)
+        final = convergence(utilization_history, window=config.convergence_window)
+        if config.stop_when_converged:
+            final.update({keys.BUDGET_STOPPED_STEP: float(last_step),
+                          keys.BUDGET_STOPPED_SAMPLES: float(last_step * config.batch_size),
+                          keys.BUDGET_CENSORED: float(stopped_at is None)})
         if fid_samples:
             if progress and len(plan.fid_indices) < MIN_UNBIASED_FID_IMAGES:
                 print(f"rFID/rKID on {len(plan.fid_indices)} test images: biased upward with fewer than "
@@ -238,18 +266,20 @@ def train(config: TrainConfig, *, tracking: RunTracking | None = None,
         with clock("tracking"):
             if keys.EVAL_CONVERGED in final:
                 run.set_tags({keys.TAG_CONVERGED: "yes" if final[keys.EVAL_CONVERGED] else "no"})
-            run.log_metrics(final, config.steps)
+            if config.stop_when_converged:
+                run.set_tags({keys.TAG_BUDGET_OUTCOME: "stopped-converged" if stopped_at else "censored-at-cap"})
+            run.log_metrics(final, last_step)
             examples = test_images[plan.grid_indices]
             reconstructions, _ = reconstruct(model, examples, device, modality)
             modality.log_examples(run, modality.to_float(examples, torch.device("cpu")), reconstructions,
                                   dataset, run_name)
             run.log_figure(usage_histogram(evaluation_counts, run_name), "code_usage.png")
-        samples_seen = config.steps * config.batch_size
+        samples_seen = last_step * config.batch_size
         cost = {key: clock.seconds.get(stage, 0.0) for stage, key in COST_KEYS.items()}
         cost.update({keys.COST_WALL_TIME: time.perf_counter() - trial_started,
                      keys.COST_SAMPLES_SEEN: float(samples_seen),
                      keys.COST_SAMPLES_PER_S: samples_seen / max(clock.seconds.get("train", 0.0), 1e-9)})
-        run.log_metrics(cost, config.steps)
+        run.log_metrics(cost, last_step)
         run.flush()
         result = TrainResult(run_id=run.run_id, metrics={**latest, **final, **cost})
     return result
