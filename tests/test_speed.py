@@ -7,8 +7,10 @@ import json
 import pytest
 
 from benchmark import cli
-from benchmark.speed.bench import FLOOR, BenchCase, markdown_table, run_case
+from benchmark.speed.config import FLOOR, BenchCase
 from benchmark.speed.reference import REFERENCE_FOR_METHOD, reference_available
+from benchmark.speed.report import markdown_table
+from benchmark.speed.runner import run_case
 
 IMPOSSIBLE_K = 2**40  # a 2^40 x 8 fp32 codebook is 32 TiB
 
@@ -47,6 +49,14 @@ def test_bench_tiny_grid_writes_one_record_per_config_and_survives_an_impossible
     assert "| vq | 64 |" in table
     assert f"| vq | {IMPOSSIBLE_K:,} | OOM |" in table
     assert (out / "speed_vs_K.png").stat().st_size > 0
+
+
+def test_a_config_is_measured_in_its_own_child_process():
+    # the child is `python -m benchmark.speed --worker CASE_JSON`: it must exist and report back
+    case = BenchCase(implementation=FLOOR, codebook_size=64, dim=8, tokens=64, repeats=1)
+    record = run_case(case, timeout_s=60, memory_limit_bytes=None)
+    assert record["status"] == "ok", record
+    assert record["source"] == "floor" and record["step_time_s"] > 0 and record["gflops_per_s"] > 0
 
 
 def test_a_config_past_its_timeout_is_killed_and_recorded():
