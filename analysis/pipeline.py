@@ -72,6 +72,7 @@ def regenerate(out_dir: str | Path, experiment: str | None = None, sweep: str | 
     from .revival_null import revival_against_null
     from .report import Findings, build_report
     from .runs import select_runs
+    from .audio_report import audio_section
     from .tables import results_markdown, results_table
     from .trends import size_trends, utilization_metric
 
@@ -124,6 +125,7 @@ def regenerate(out_dir: str | Path, experiment: str | None = None, sweep: str | 
     (out / RESULTS_MD).write_text(results_markdown(table) + "\n")
     all_runs.drop(columns=["start_time", "metric_keys"]).to_csv(out / RUNS_CSV, index=False)
     report = build_report(selection.description, uri, all_runs, used, frame, findings, results, table)
+    report += audio_section(frame)
     (out / REPORT_NAME).write_text(report)
     files += [out / RESULTS_CSV, out / RESULTS_MD, out / RUNS_CSV, out / REPORT_NAME]
     say(f"wrote {out / RESULTS_CSV}, {out / RESULTS_MD}, {out / RUNS_CSV}, {out / REPORT_NAME}")

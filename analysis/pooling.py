@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from benchmark.tracking import keys
+
 #: Config params that must be equal across pooled runs (missing in a run counts as its own value).
-BUDGET_FIELDS = ["dataset", "image_size", "steps", "batch_size", "optimizer", "lr", "weight_decay",
+BUDGET_FIELDS = ["dataset", "backbone", "image_size", "sample_rate", "clip_samples", "steps", "batch_size", "optimizer", "lr", "weight_decay",
                  "warmup_steps", "width", "num_res_blocks", "num_downsamples", "eval_samples",
                  "eval_indices_digest", "fid_samples", "fid_indices_digest", "fid_weights_digest",
                  # the probe settings: a revival over a 100-step window is not one over 25 steps, and the
@@ -69,7 +71,14 @@ def _differing(frame: pd.DataFrame, column: str) -> str | None:
 
 
 def check_poolable(frame: pd.DataFrame) -> None:
-    """Raise ValueError when the runs differ in a budget field, or one quantizer in its options."""
+    """Raise ValueError when the runs differ in modality, in a budget field, or one quantizer in its options."""
+    if keys.PARAM_MODALITY in frame:
+        modalities = frame[keys.PARAM_MODALITY].fillna("image")   # runs logged before audio existed: images
+        if modalities.nunique() > 1:
+            counts = ", ".join(f"{n} {m}" for m, n in modalities.value_counts().items())
+            raise ValueError(f"cannot pool runs of different modalities ({counts}): utilization, quality metrics "
+                             "and token counts mean different things for images and audio. Analyse each "
+                             "modality's sweep on its own (--sweep RUN_ID or --experiment NAME)")
     for column in BUDGET_FIELDS:
         if column in frame:
             values = _differing(frame, column)

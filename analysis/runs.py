@@ -41,6 +41,8 @@ _INT_FIELDS = {
     "eval_samples": None,
     "width": None,
     "image_size": None,
+    "sample_rate": None,
+    "clip_samples": None,
     "num_res_blocks": None,
     "num_downsamples": None,
     "warmup_steps": None,
@@ -50,7 +52,7 @@ _INT_FIELDS = {
 }
 _FLOAT_PARAMS = ["lr", "weight_decay", "checkpoint_ratio"]
 # Params kept as logged (strings), and tags: the budget and identity columns pooling checks.
-_TEXT_PARAMS = ["optimizer", keys.PARAM_EVAL_INDICES_DIGEST, keys.PARAM_FID_INDICES_DIGEST,
+_TEXT_PARAMS = ["optimizer", keys.PARAM_MODALITY, "backbone", keys.PARAM_EVAL_INDICES_DIGEST, keys.PARAM_FID_INDICES_DIGEST,
                 keys.PARAM_FID_WEIGHTS_DIGEST]
 _TEXT_TAGS = {"trial_key": keys.TAG_TRIAL_KEY, "sweep": keys.TAG_SWEEP, "parent_run_id": PARENT_RUN_TAG}
 QUANTIZER_OPTION_PREFIX = "quantizer_options."

@@ -116,6 +116,11 @@ EVAL_CODES_DIED = "eval/codes_died"      # fraction of K used at the previous ch
 PROBE_DISTRIBUTION_GAP_WEIGHTED = "probe/distribution_gap_weighted"  # codes weighted by their use in the batch
 PROBE_DEAD_CODE_DISTANCE = "probe/dead_code_distance"  # unused_code_distance over codes dead for dead_code_window steps
 
+# -- what was trained: the modality (image | audio) and the backbone's tokens per stored sample (with
+#    clip_samples and sample_rate they give an audio backbone's hop); "backbone" is logged resolved
+PARAM_MODALITY = "modality"
+PARAM_TOKENS_PER_SAMPLE = "tokens_per_sample"
+
 # -- audio quality at the final checkpoint (benchmark.evaluation.audio_modality)
 EVAL_MEL_DISTANCE = "eval/mel_distance"      # mean L1 of log-mel spectrograms (lower is better)
 EVAL_SI_SNR = "eval/si_snr"                  # scale-invariant SNR, dB (Le Roux et al. 2019)
