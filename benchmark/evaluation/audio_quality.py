@@ -112,7 +112,8 @@ def stoi(originals, reconstructions, sample_rate: int) -> float:
 
 
 def pesq_scores(originals, reconstructions, sample_rate: int) -> tuple[list[float], int]:
-    """``(wideband PESQ of every clip with an utterance, number of clips skipped as silent)``."""
+    """``(wideband PESQ of every clip with an utterance, number of clips skipped)``: silent clips and clips
+    shorter than the 1/4 s PESQ needs are skipped and counted."""
     from pesq import NoUtterancesError, pesq
 
     from benchmark.data.audio_io import resample
@@ -120,7 +121,7 @@ def pesq_scores(originals, reconstructions, sample_rate: int) -> tuple[list[floa
     ref, est = paired(originals, reconstructions)
     scores, skipped = [], 0
     for r, e in zip(ref, est):
-        if not np.any(r) or not np.any(e):  # digital silence: pesq would divide by zero, then refuse
+        if not np.any(r) or not np.any(e) or len(r) < sample_rate // 4:  # silence, or too short for PESQ
             skipped += 1
             continue
         if sample_rate != PESQ_RATE:
