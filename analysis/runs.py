@@ -25,7 +25,8 @@ FINISHED = "FINISHED"
 _COLUMN_OVERRIDES = {keys.EVAL_SAMPLES_SEEN: "eval_samples_seen"}   # cost/samples_seen keeps "samples_seen"
 _EXTRA_FINAL = [keys.EVAL_CONVERGENCE_STATUS, keys.EVAL_UTILIZATION_SLOPE, keys.EVAL_UTILIZATION_SLOPE_CI_LOW,
                 keys.EVAL_UTILIZATION_SLOPE_CI_HIGH,   # the slope rule's verdict, where logged
-                keys.EVAL_CODES_BORN, keys.EVAL_CODES_DIED]   # turnover over the last checkpoint interval
+                keys.EVAL_CODES_BORN, keys.EVAL_CODES_DIED,   # turnover over the last checkpoint interval
+                *keys.FINAL_OPTIONAL]                         # audio quality, the budget mode's stop
 FINAL_COLUMNS: dict[str, str] = {key: _COLUMN_OVERRIDES.get(key, key.split("/", 1)[1])
                                  for key in [*keys.FINAL, *[k for k in _EXTRA_FINAL if k not in keys.FINAL]]}
 assert len(set(FINAL_COLUMNS.values())) == len(FINAL_COLUMNS), "final metric names must stay distinct"
@@ -52,7 +53,7 @@ _INT_FIELDS = {
 }
 _FLOAT_PARAMS = ["lr", "weight_decay", "checkpoint_ratio"]
 # Params kept as logged (strings), and tags: the budget and identity columns pooling checks.
-_TEXT_PARAMS = ["optimizer", keys.PARAM_MODALITY, "backbone", keys.PARAM_EVAL_INDICES_DIGEST, keys.PARAM_FID_INDICES_DIGEST,
+_TEXT_PARAMS = ["optimizer", keys.PARAM_MODALITY, "backbone", keys.PARAM_BACKBONE_RESOLVED, keys.PARAM_EVAL_INDICES_DIGEST, keys.PARAM_FID_INDICES_DIGEST,
                 keys.PARAM_FID_WEIGHTS_DIGEST]
 _TEXT_TAGS = {"trial_key": keys.TAG_TRIAL_KEY, "sweep": keys.TAG_SWEEP, "parent_run_id": PARENT_RUN_TAG}
 QUANTIZER_OPTION_PREFIX = "quantizer_options."

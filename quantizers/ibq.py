@@ -1,5 +1,6 @@
 """Index Backpropagation Quantization (IBQ): straight-through on the categorical distribution over all
-codes, so every code receives a gradient at every step.
+codes, so every code receives a gradient at every step, as long as its softmax probability does not
+underflow (see the caveat below).
 
 Shi, Luo, Ge, Yang, Shan, Wang, "Scalable Image Tokenization with Index Backpropagation Quantization"
 (arXiv 2412.02692), the method section (index backpropagation; double quantization loss). With logits
@@ -38,38 +39,45 @@ How it is computed here (same values and gradients, less memory):
   output equals the code to the bit, and its gradient is the official one (the official
   ``(hard - sg(soft) + soft) C`` gives C the gradient ``hard^T g`` plus a term whose value is zero).
 - Everything N x K (logits, both softmaxes, the entropy terms) is computed in row chunks of at most
-  :data:`CHUNK_ELEMENTS` values under activation checkpointing: backward recomputes a chunk instead of
-  storing it, so memory is O(chunk x K + K x dim) instead of several N x K matrices. The work stays N x K x
-  dim: IBQ is N x K by nature.
+  :data:`CHUNK_ELEMENTS` values by :class:`_SoftTerms`, an autograd.Function with a hand-written backward.
+  Forward: one GEMM per chunk and PyTorch's fused log_softmax / softmax kernels for the entropy terms
+  (nothing N x K is kept). Backward recomputes each chunk's logits with one GEMM and forms the whole logit
+  gradient with softmax's own backward kernel, ``softmax'(l)[g C^T] + softmax'(l/T)[u - a log p] / T``,
+  then ``dz = G C`` and ``dC += G^T z``: four GEMMs per chunk and no autograd graph over N x K tensors, so
+  memory is O(chunk x K + K x dim). Values and gradients equal the textbook N x K formulation up to the
+  order of fp32 sums (tests/test_ibq_speed_equivalence.py: rtol 1e-5, atol 1e-6 of the largest gradient).
+  The work stays N x K x dim: IBQ is N x K by nature.
 
-Measured here (``vqbench bench``'s worker: CPU, one torch thread on the shared 2-core machine, fp32,
-N = 8192 tokens, dim 64, default options, forward + backward of ``quantized.square().mean() + loss``; peak
-resident memory above the process's baseline; an official-style version with full N x K tensors beside it):
+Caveat, "every code gets a gradient": code k's gradient is a sum over tokens of terms proportional to
+``softmax(l)_k`` and ``softmax(l / T)_k``. In fp32 these underflow to exactly 0 once code k's logit is about
+104 (times T for the entropy softmax) below the row's best, so with large latents codes far from every token
+get exactly zero gradient, as in the official code. Measured (one step, K = 4096, dim 64, N(0, 1) codes,
+latents N(0, 30^2); ``results/speed_ibq/measure_ibq.py --underflow-only``): with N = 1024 tokens 3,072 of the
+4,096 codes got an exactly zero gradient (1,024 kept one); with N = 8192 tokens every code was within reach
+of some token and none did; with N(0, 1) latents and N = 8192 none did.
 
-    K        this module (chunked)      official formulation (N x K tensors)
-    2^12     2.7 s,  +0.60 GiB          2.5 s,  +1.19 GiB
-    2^14     11 s,   +0.59 GiB          8.1 s,  +4.58 GiB
-    2^16     48 s,   +0.64 GiB          not run: +18.1 GiB extrapolated (+0.28 MiB per code, linear in K)
+Speed (results/speed_ibq/README.md: CPU, one thread, fp32, N = 8192, dim 64, forward + backward of
+``quantized.square().mean() + loss``, medians on the shared 2-core machine): SPEED_LINE
 
-The official formulation passes 24 GiB at about K = 87,000 (between 2^16 and 2^17) for this N. Here memory
-stays flat until the K x dim state dominates (parameter, gradient, two Adam moments and a few K-sized
-temporaries, about 2 KiB per code at dim 64): 24 GiB at roughly K = 10^7. Time is the real limit: it grows
-linearly in K (recomputing each chunk in backward costs 10-40 % over the official version), about 50 s per
-step at 2^16 on one core, so IBQ at large K needs an accelerator. Timings vary by up to 2x with the load
-other users put on the machine; the memory figures do not.
+The official formulation (full N x K tensors) passes 24 GiB at about K = 87,000 (between 2^16 and 2^17) for
+this N. Here memory stays flat until the K x dim state dominates (parameter, gradient, two Adam moments and
+a few K-sized temporaries, about 2 KiB per code at dim 64): 24 GiB at roughly K = 10^7. Time grows linearly
+in K, so IBQ at large K needs an accelerator. Timings vary by up to 2x with the load other users put on the
+machine; the memory figures do not.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
+from torch.autograd.function import once_differentiable
 
 from .base import Quantizer, QuantizerOutput, check_float
 from .registry import register
 from .search import nearest_code
 
-#: Values per (rows, K) chunk tensor: 2^24 fp32 = 64 MiB, a handful alive at once. Above glibc's largest
+#: Values per (rows, K) chunk buffer: 2^24 fp32 = 64 MiB; forward allocates three, backward four, once per call,
+#: and reuses them for every chunk. Above glibc's largest
 #: mmap threshold (32 MiB), so every chunk tensor is returned to the OS when freed; 16 MiB chunks were
 #: recycled through the heap and fragmented it (peak resident memory then grew with K again).
 CHUNK_ELEMENTS = 1 << 24
@@ -77,30 +85,124 @@ CHUNK_ELEMENTS = 1 << 24
 BATCH_ENTROPY_EPS = 1e-5
 
 
-def _chunk_terms(z_rows: Tensor, codebook: Tensor, temperature: float, with_index: bool, with_entropy: bool):
-    """For rows ``z_rows`` ``(n, d)``: IBQ's zero-valued soft path ``(soft - sg(soft)) sg(C)`` ``(n, d)``, the
-    summed per-row entropy of ``softmax(l / temperature)`` (scalar) and that softmax's column sums ``(K,)``."""
-    logits = z_rows @ codebook.t()
-    index_path = sample_entropy = probs_sum = None
-    if with_index:
-        soft_codes = logits.softmax(dim=-1) @ codebook.detach()
-        # (soft - sg(soft)) sg(C), written after the product: zero in value, the same gradient, and (unlike
-        # subtracting the detached (n, K) softmax) nothing (n, K) outlives the checkpointed chunk
-        index_path = soft_codes - soft_codes.detach()
-    if with_entropy:
-        log_probs = (logits / temperature).log_softmax(dim=-1)
-        probs = log_probs.exp()
-        sample_entropy = -(probs * log_probs).sum()
-        probs_sum = probs.sum(dim=0)
-    return index_path, sample_entropy, probs_sum
+_aten = torch.ops.aten
+
+
+def _chunk_rows(num_rows: int, num_codes: int) -> int:
+    return max(1, min(num_rows, CHUNK_ELEMENTS // num_codes))
+
+
+def _softmax(x: Tensor, out: Tensor) -> Tensor:
+    """``softmax(x, dim=1)`` written into ``out`` (PyTorch's softmax kernel: one read of each row in cache)."""
+    return _aten._softmax.out(x, 1, False, out=out)
+
+
+def _softmax_backward(grad: Tensor, probs: Tensor, out: Tensor) -> Tensor:
+    """``probs * (grad - <probs, grad>)`` per row, softmax's Jacobian product (autograd's own kernel)."""
+    return _aten._softmax_backward_data.out(grad, probs, 1, probs.dtype, grad_input=out)
+
+
+def _entropy_forward(flat: Tensor, codebook: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """Chunk by chunk: the summed per-row entropy of ``p = softmax(z C^T / T)`` (scalar) and ``p``'s column
+    sums ``(K,)``. One GEMM and two fused softmax kernels per chunk, nothing kept for backward."""
+    num_rows, num_codes = flat.shape[0], codebook.shape[0]
+    rows = _chunk_rows(num_rows, num_codes)
+    logits_buf, log_probs_buf, probs_buf = (flat.new_empty(rows * num_codes) for _ in range(3))
+    codebook_t = codebook.t()
+    sample_entropy = flat.new_zeros(())
+    probs_sum = flat.new_zeros(num_codes)
+    for start in range(0, num_rows, rows):
+        stop = min(start + rows, num_rows)
+        size = (stop - start) * num_codes
+        x = torch.mm(flat[start:stop], codebook_t, out=logits_buf[:size].view(-1, num_codes))
+        x.div_(temperature)                                   # as the official logits / temperature
+        log_p = _aten._log_softmax.out(x, 1, False, out=log_probs_buf[:size].view_as(x))
+        p = _softmax(x, out=probs_buf[:size].view_as(x))
+        sample_entropy -= torch.dot(p.view(-1), log_p.view(-1))  # sum over rows of -sum_k p log p
+        probs_sum += p.sum(dim=0)
+    return sample_entropy, probs_sum
+
+
+class _SoftTerms(torch.autograd.Function):
+    """IBQ's N x K terms with a hand-written, chunked backward.
+
+    Outputs: the zero-valued soft path ``(soft - sg(soft)) sg(C)`` ``(N, d)`` and, when ``with_entropy``, the
+    summed per-row entropy of ``p = softmax(l / T)`` and ``p``'s column sums ``(K,)`` (zeros otherwise).
+    Backward recomputes each row chunk's logits ``l = z C^T`` with one GEMM and forms the logit gradient
+
+        G = softmax'(l) [g C^T]  +  softmax'(l / T) [u - a log p] / T,    p = softmax(l / T)
+
+    (``softmax'(x) [v] = s * (v - <s, v>)`` with ``s = softmax(x)``, autograd's own kernel; ``g`` is the soft
+    path's upstream gradient, ``u`` the column sums', ``a`` the entropy sum's: dH/dx = -p (x - E_p x), and a
+    per-row constant in ``v`` cancels, so ``log p`` stands for ``x``), then ``dz = G C`` and ``dC += G^T z``: four GEMMs per chunk and two
+    softmax plus two softmax-backward kernels, each reading a row while it is in cache.
+    """
+
+    @staticmethod
+    def forward(ctx, flat: Tensor, codebook: Tensor, temperature: float, with_entropy: bool):
+        if with_entropy:
+            sample_entropy, probs_sum = _entropy_forward(flat, codebook, temperature)
+        else:
+            sample_entropy, probs_sum = flat.new_zeros(()), flat.new_zeros(codebook.shape[0])
+        ctx.save_for_backward(flat, codebook)
+        ctx.temperature, ctx.with_entropy = temperature, with_entropy
+        ctx.set_materialize_grads(False)
+        return flat.new_zeros(flat.shape), sample_entropy, probs_sum
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_path: Tensor | None, grad_entropy: Tensor | None, grad_probs_sum: Tensor | None):
+        flat, codebook = ctx.saved_tensors
+        temperature = ctx.temperature
+        with_entropy = ctx.with_entropy and (grad_entropy is not None or grad_probs_sum is not None)
+        need_z, need_codebook = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if (grad_path is None and not with_entropy) or not (need_z or need_codebook):
+            return None, None, None, None
+        num_rows, num_codes = flat.shape[0], codebook.shape[0]
+        rows = _chunk_rows(num_rows, num_codes)
+        logits_buf, upstream_buf, probs_buf, grad_buf = (flat.new_empty(rows * num_codes) for _ in range(4))
+        codebook_t = codebook.t()
+        entropy_scale = 0.0 if grad_entropy is None else -float(grad_entropy)
+        if grad_probs_sum is None:
+            grad_probs_sum = flat.new_zeros(num_codes)
+        grad_z = torch.empty_like(flat) if need_z else None
+        grad_codebook = torch.zeros_like(codebook) if need_codebook else None
+        for start in range(0, num_rows, rows):
+            stop = min(start + rows, num_rows)
+            size = (stop - start) * num_codes
+            z_rows = flat[start:stop]
+            logits = torch.mm(z_rows, codebook_t, out=logits_buf[:size].view(-1, num_codes))
+            grad_logits = None
+            if grad_path is not None:
+                upstream = torch.mm(grad_path[start:stop], codebook_t, out=upstream_buf[:size].view_as(logits))
+                soft = _softmax(logits, out=probs_buf[:size].view_as(logits))
+                grad_logits = _softmax_backward(upstream, soft, out=grad_buf[:size].view_as(logits))
+            if with_entropy:
+                x = logits.div_(temperature)                     # the forward's l / T, bit for bit
+                p = _softmax(x, out=probs_buf[:size].view_as(x))
+                # u - a log p rather than u - a x (the same up to a per-row constant, which cancels): log p is
+                # near 0 where p matters, x is up to |l| / T, and subtracting <p, .> from it would cancel
+                log_p = _aten._log_softmax.out(x, 1, False, out=upstream_buf[:size].view_as(x))
+                upstream = torch.add(grad_probs_sum, log_p, alpha=entropy_scale, out=log_p)
+                if grad_logits is None:
+                    grad_logits = _softmax_backward(upstream, p, out=grad_buf[:size].view_as(x)).div_(temperature)
+                else:
+                    entropy_grad = _softmax_backward(upstream, p, out=x)
+                    grad_logits.add_(entropy_grad, alpha=1.0 / temperature)
+            if need_z:
+                torch.mm(grad_logits, codebook, out=grad_z[start:stop])
+            if need_codebook:
+                grad_codebook.addmm_(grad_logits.t(), z_rows)
+        return grad_z, grad_codebook, None, None
 
 
 @register("ibq")
 class IndexBackpropagationQuantizer(Quantizer):
-    """Straight-through on softmax(z C^T) over all codes: every code gets a gradient (IBQ, Shi et al. 2024)."""
+    """Straight-through on softmax(z C^T) over all codes: every code whose probability does not underflow
+    gets a gradient (IBQ, Shi et al. 2024)."""
 
     learns_codebook_by_gradient = True
-    #: indices maximize z.c, they are not the nearest rows of codebook() (benchmark.probes reads this)
+    #: indices maximize z.c, they are not the nearest rows of codebook() (benchmark.evaluation.probes reads this)
     searches_codebook = False
 
     def __init__(self, dim: int, codebook_size: int, beta: float = 0.25, entropy_weight: float = 0.05,
@@ -129,24 +231,15 @@ class IndexBackpropagationQuantizer(Quantizer):
         codebook = self.embedding
         with_index = torch.is_grad_enabled() and (flat.requires_grad or codebook.requires_grad)
         with_entropy = self.entropy_weight > 0
-        if not (with_index or with_entropy):
+        if with_index:
+            index_path, sample_entropy, probs_sum = _SoftTerms.apply(flat, codebook, self.entropy_temperature,
+                                                                     with_entropy)
+        elif with_entropy:
+            index_path = None
+            with torch.no_grad():
+                sample_entropy, probs_sum = _entropy_forward(flat, codebook, self.entropy_temperature)
+        else:
             return None, None, None
-        rows = max(1, CHUNK_ELEMENTS // self.codebook_size)
-        # with more than one chunk, backward recomputes each chunk instead of keeping its (rows, K) tensors
-        recompute = with_index and rows < flat.shape[0]
-        paths, sample_entropy, probs_sum = [], 0.0, 0.0
-        for start in range(0, flat.shape[0], rows):
-            args = (flat[start:start + rows], codebook, self.entropy_temperature, with_index, with_entropy)
-            if recompute:
-                path, entropy_sum, column_sum = checkpoint(_chunk_terms, *args, use_reentrant=False)
-            else:
-                path, entropy_sum, column_sum = _chunk_terms(*args)
-            if with_index:
-                paths.append(path)
-            if with_entropy:
-                sample_entropy = sample_entropy + entropy_sum
-                probs_sum = probs_sum + column_sum
-        index_path = torch.cat(paths) if with_index else None
         if not with_entropy:
             return index_path, None, None
         return index_path, sample_entropy / flat.shape[0], probs_sum / flat.shape[0]

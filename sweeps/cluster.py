@@ -1,12 +1,8 @@
 """Where a sweep's trials run: a private local Ray, or a Ray cluster whose workers are other machines.
 
-Decided before anything is created (no Ray, torch or MLflow import, well under a second):
-
-* the target: ``--address local`` -> a private local Ray; ``--address ADDR`` -> that cluster; no
-  address -> the cluster ``RAY_ADDRESS`` or an earlier ``ray start`` on this machine names (Ray itself
-  would join it, and then refuse the ``num_cpus`` vqbench passes), else a private local Ray;
-* on a cluster, a tracking URI that workers on other machines cannot reach (SQLite, a folder, a loopback
-  server) is refused, naming the fix.
+The target and the checks that refuse what cannot work (a store the workers cannot reach, a node that
+cannot reach it, an experiment whose artifacts go to a local folder) are in :mod:`sweeps.cluster_checks`
+(re-exported here).
 
 Then :func:`connect` joins the cluster without asking for resources (it has its own), ships vqbench's
 code to the workers in Ray's runtime environment, and :func:`describe_cluster` says what it found,
@@ -14,117 +10,58 @@ including package versions that differ between the driver and a node.
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
-LOCAL = "local"
+from .cluster_checks import (  # noqa: F401 - re-exported
+    FIX,
+    LOCAL,
+    RayTarget,
+    _is_local_address,
+    _probe_store,
+    alive_nodes,
+    check_artifact_location,
+    check_nodes_reach_store,
+    check_store_reachable,
+    check_target,
+    is_network_database,
+    loopback_addresses,
+    ray_address_file,
+    ray_target,
+    unreachable_reason,
+)
+
 #: The packages a trial imports, shipped to cluster workers (Ray runtime env ``py_modules``).
 SHIPPED_PACKAGES = ("quantizers", "benchmark", "sweeps")
 #: Environment passed on to trial processes when the driver has it set.
+#: Secrets (MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_TOKEN) are NOT among them: Ray's runtime
+#: environment is stored in its GCS and readable by anyone who reaches the cluster. Workers read them
+#: from the environment their node was started with, or from the owner-only file that
+#: VQBENCH_MLFLOW_PASSWORD_FILE names (benchmark.tracking.store.load_password_file).
 FORWARDED_ENV = ("VQBENCH_OFFLINE", "VQBENCH_MLFLOW_RETRIES", "MLFLOW_LOGGING_LEVEL",
                  "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING",
-                 "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-                 "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_SERVER_CERT_PATH")
+                 "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "MLFLOW_TRACKING_USERNAME",
+                 "VQBENCH_MLFLOW_PASSWORD_FILE", "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_SERVER_CERT_PATH")
+SECRET_ENV = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 #: Loggers whose INFO lines and warnings bury the sweep's progress (``--verbose`` keeps them). Tune's
 #: warnings on an interrupt advise ``Tuner.restore``, which is not how a vqbench sweep resumes.
 CHATTY_LOGGERS = {"ray": logging.WARNING, "ray.tune": logging.ERROR, "mlflow": logging.WARNING,
                   "alembic": logging.WARNING, "benchmark.tracking.store": logging.ERROR,
                   "ray._private.authentication.authentication_token_setup": logging.ERROR}
-FIX = ("start a tracking server that every worker can reach -- `vqbench server --host 0.0.0.0` on one machine "
-       "-- and pass the URI it prints: --tracking-uri http://HOST:5000 "
-       "(or export MLFLOW_TRACKING_URI=http://HOST:5000)")
-
-
-@dataclass(frozen=True)
-class RayTarget:
-    address: str | None   # None: start a private local Ray
-    source: str           # how it was chosen, for messages
-
-    @property
-    def is_cluster(self) -> bool:
-        return self.address is not None
-
-
-def ray_address_file() -> Path:
-    """Where ``ray start`` records the cluster that a bare ``ray.init()`` joins (as
-    ``ray._common.utils.get_ray_address_file`` computes it, without importing Ray)."""
-    root = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
-    return Path(root) / "ray" / "ray_current_cluster"
-
-
-def ray_target(address: str | None) -> RayTarget:
-    if address == LOCAL:
-        return RayTarget(None, "--address local")
-    if address:
-        return RayTarget(address, "--address")
-    environment = os.environ.get("RAY_ADDRESS", "").strip()
-    if environment:
-        return RayTarget(None, "RAY_ADDRESS=local") if environment == LOCAL else RayTarget(environment, "RAY_ADDRESS")
-    recorded = ray_address_file()
-    try:
-        text = recorded.read_text().strip()
-    except OSError:
-        text = ""
-    if text:
-        return RayTarget(text, f"`ray start` on this machine (recorded in {recorded})")
-    return RayTarget(None, "a local Ray")
-
-
-def unreachable_reason(uri: str) -> str | None:
-    """Why a worker on another machine cannot log to ``uri``; None when it can."""
-    parts = urlsplit(uri)
-    scheme = parts.scheme.split("+")[0].lower()
-    if scheme == "sqlite":
-        return "it is a SQLite file on this machine's disk"
-    if scheme in ("", "file") or len(scheme) == 1:  # a path (C: on Windows)
-        return "it is a folder on this machine's disk"
-    if scheme in ("http", "https", "postgresql", "mysql", "mssql"):
-        host = (parts.hostname or "").lower()
-        if not host:
-            return "it names no host"
-        if host == "localhost" or _is_loopback(host):
-            return f"{host} is the loopback address: each worker would look for the store on its own machine"
-    return None
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return address.is_loopback or address.is_unspecified
-
-
-def check_target(address: str | None, tracking_uri: str, num_cpus: int | None) -> RayTarget:
-    """The Ray target for a sweep; ValueError, before anything is created, for what cannot work."""
-    target = ray_target(address)
-    if not target.is_cluster:
-        return target
-    if num_cpus is not None:
-        raise ValueError(f"--num-cpus sizes a private local Ray, but this sweep joins the Ray cluster at "
-                         f"{target.address} (from {target.source}), which has its own CPUs; drop --num-cpus, or "
-                         f"pass --address local for a private local Ray")
-    reason = unreachable_reason(tracking_uri)
-    if reason:
-        from benchmark.tracking.store import redact
-
-        raise ValueError(f"this sweep runs on the Ray cluster at {target.address} (from {target.source}), whose "
-                         f"workers cannot log to the MLflow store {redact(tracking_uri)}: {reason}. Nothing was "
-                         f"created. Fix: {FIX}. To run on this machine only, pass --address local.")
-    return target
 
 
 def runtime_env(tracking_uri: str, cluster: bool) -> dict:
     """What every trial process gets: the store, vqbench's settings, and on a cluster vqbench's code."""
-    from benchmark.tracking.store import HTTP_RETRY_DEFAULTS
+    from benchmark.tracking.store import HTTP_RETRY_DEFAULTS, strip_password
 
-    env_vars = {"MLFLOW_TRACKING_URI": tracking_uri, "RAY_CHDIR_TO_TRIAL_DIR": "0",
+    env_vars = {"MLFLOW_TRACKING_URI": strip_password(tracking_uri), "RAY_CHDIR_TO_TRIAL_DIR": "0",
                 **{name: os.environ.get(name, value) for name, value in HTTP_RETRY_DEFAULTS.items()}}
     env_vars.update({name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)})
+    if os.environ.get("VQBENCH_MLFLOW_PASSWORD_FILE"):
+        env_vars["VQBENCH_MLFLOW_PASSWORD_FILE"] = str(Path(os.environ["VQBENCH_MLFLOW_PASSWORD_FILE"]).expanduser().resolve())
+    assert not set(SECRET_ENV) & set(env_vars), "secrets never travel in Ray's runtime env"
     if os.environ.get("VQBENCH_CACHE"):
         env_vars["VQBENCH_CACHE"] = str(Path(os.environ["VQBENCH_CACHE"]).expanduser().resolve())
     environment: dict = {"env_vars": env_vars}
@@ -164,26 +101,6 @@ def connect(target: RayTarget, *, tracking_uri: str, num_cpus: int | None, verbo
     return True
 
 
-def alive_nodes() -> list[dict]:
-    import ray
-
-    return [node for node in ray.nodes() if node.get("Alive")]
-
-
-def check_store_reachable(tracking_uri: str) -> None:
-    """For a Ray the caller started: refuse a local store when some node is another machine."""
-    import ray
-
-    here = ray.util.get_node_ip_address()
-    others = sorted({n["NodeManagerAddress"] for n in alive_nodes()} - {here})
-    reason = unreachable_reason(tracking_uri) if others else None
-    if reason:
-        from benchmark.tracking.store import redact
-
-        raise ValueError(f"the connected Ray cluster has nodes on other machines ({', '.join(others)}) that cannot "
-                         f"log to the MLflow store {redact(tracking_uri)}: {reason}. Fix: {FIX}.")
-
-
 @dataclass
 class ClusterSummary:
     nodes: int
@@ -200,9 +117,10 @@ class ClusterSummary:
 
 
 def _node_versions() -> dict[str, str]:
-    from benchmark.tracking.runs import package_versions
     import platform
     import socket
+
+    from benchmark.tracking.runs import package_versions
 
     return {**package_versions(), "python": platform.python_version(), "host": socket.gethostname()}
 

@@ -28,7 +28,7 @@ BUDGET_FLAGS = [
     ("--steps", "steps", int, "optimizer steps per trial"),
     ("--batch-size", "batch_size", int, "images per step"),
     ("--lr", "lr", float, "AdamW learning rate"),
-    ("--dataset", "dataset", str, "photos | fashion-mnist | cifar10 | folder"),
+    ("--dataset", "dataset", str, "photos | fashion-mnist | cifar10 | folder | speech | audio-folder"),
     ("--data-dir", "data_dir", str, "data directory (fashion-mnist, cifar10, folder)"),
     ("--image-size", "image_size", int, "image side in pixels"),
     ("--width", "width", int, "backbone channels at full resolution"),
@@ -42,10 +42,17 @@ GRID_FLAGS = ("preset", "config", "quantizers", "codebook_sizes", "latent_dims",
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_argument_group("what to sweep")
-    what.add_argument("--preset", choices=["quick", "full", "mechanism", "paper"],
+    what.add_argument("--preset", choices=["quick", "full", "mechanism", "paper", "audio-quick", "audio-paper",
+                                           "decide"],
                       help="start from a named sweep (default quick): quick = the paper's table on 2 CPU "
                            "cores in <= 10 min; full = every method and control; mechanism = the controls "
-                           "of the collapse theory, 3 seeds, ~1 h; paper = the paper's scale (needs --data-dir)")
+                           "of the collapse theory, 3 seeds, ~1 h; paper = the paper's scale (needs --data-dir); "
+                           "audio-quick = the paper's methods on offline synthesized speech, <= 10 min; "
+                           "audio-paper = LibriTTS (needs --data-dir); decide = the pre-registered decisive "
+                           "experiment (sweeps/designs/decide.toml): learning-rate pick, seeds until the "
+                           "intervals are tight, report in --out (about 30 min on 2 cores)")
+    what.add_argument("--out", default="vqbench_figures/decide",
+                      help="with --preset decide: where its report goes (default vqbench_figures/decide)")
     what.add_argument("--config", metavar="FILE", help="a .yaml/.toml sweep file")
     what.add_argument("--quantizers", help="comma-separated quantizer names, e.g. vq,simvq")
     what.add_argument("--codebook-sizes", help="comma-separated sizes, 2^k allowed, e.g. 2^10,2^14")
@@ -62,6 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--experiment", help="MLflow experiment (default vqbench-<preset>)")
     run.add_argument("--resume", metavar="NAME", help="continue the interrupted sweep NAME")
     run.add_argument("--dry-run", action="store_true", help="print the trials and budget; train nothing")
+    run.add_argument("--no-estimate", action="store_true",
+                     help="with --dry-run: skip the wall-time estimate (by default a few steps of each "
+                          "configuration are timed here, about 20 s, to estimate the sweep's wall time)")
     run.add_argument("--storage-path", default="./vqbench_runs", help="Ray Tune results (default ./vqbench_runs)")
     run.add_argument("--address", help="join this Ray cluster (HOST:6379, auto or ray://HOST:10001); 'local' "
                                        "starts a private local Ray even when RAY_ADDRESS is set or `ray start` ran "
@@ -128,11 +138,25 @@ def parse_assignments(assignments: list[str]) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmark.tracking.store import MlflowStoreError
+    import sys
+
+    from benchmark.tracking.store import MlflowStoreError, PermanentStoreError
     from benchmark.tracking.runs import resolve_tracking_uri
 
     from .cluster import check_target, quiet_logging
-    from .launch import SweepSettings, default_experiment, default_sweep_name, load_state, resume_sweep, start_sweep
+    from .state import load_state
+
+    # A cluster that cannot reach the store is refused before Ray, torch or MLflow load: check_target
+    # runs before anything below imports sweeps.launch (whose grid imports the quantizers, hence torch).
+    if args.resume:
+        given = [f for f in GRID_FLAGS if getattr(args, f, None) not in (None, False, [])]
+        if given:
+            raise ValueError(f"--resume runs the grid stored with the sweep; drop "
+                             f"{', '.join('--' + f.replace('_', '-') for f in given)}")
+        check_target(args.address, load_state(args.storage_path, args.resume).tracking_uri, args.num_cpus)
+    elif not args.dry_run:
+        check_target(args.address, resolve_tracking_uri(args.tracking_uri), args.num_cpus)
+    from .launch import SweepSettings, default_experiment, default_sweep_name, resume_sweep, start_sweep
     from .report import dry_run_text, skipped_lines, summary_table
 
     settings = SweepSettings(storage_path=args.storage_path, address=args.address, num_cpus=args.num_cpus,
@@ -143,24 +167,29 @@ def run(args: argparse.Namespace) -> int:
     resume_hint = f"vqbench sweep --resume {{}} --storage-path {args.storage_path}"
     quiet_logging(settings.verbose >= 2)
     if args.resume:
-        given = [f for f in GRID_FLAGS if getattr(args, f, None) not in (None, False, [])]
-        if given:
-            raise ValueError(f"--resume runs the grid stored with the sweep; drop {', '.join('--' + f.replace('_', '-') for f in given)}")
         name = args.resume
-        # A cluster that cannot reach the store is refused here, before Ray, torch or MLflow load.
-        check_target(args.address, load_state(args.storage_path, name).tracking_uri, args.num_cpus)
         print(f"resuming sweep {name} from {args.storage_path}")
         call = lambda: resume_sweep(name, settings)  # noqa: E731
     else:
         from .grid import expand_grid
 
-        if not args.dry_run:
-            check_target(args.address, resolve_tracking_uri(args.tracking_uri), args.num_cpus)
+        if args.preset == "decide":
+            return run_decide_preset(args, settings)
         grid, preset, name, experiment = build_grid(args)
         expansion = expand_grid(grid)
         name = name or default_sweep_name(preset)
         if args.dry_run:
+            from .launch import check_before_creating
+
+            check_before_creating(grid, expansion)  # the same refusals as a real run: data, memory
             print(dry_run_text(name, preset, grid, expansion))
+            if not args.no_estimate:
+                import os
+
+                from .calibration import estimate_line
+
+                print(estimate_line(expansion.trials, cpus=args.num_cpus or os.cpu_count() or 1,
+                                    cpus_per_trial=args.cpus_per_trial))
             return 0
         for line in skipped_lines(expansion):
             print(line)
@@ -173,8 +202,11 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted: the sweep's parent run is KILLED; continue with  {resume_hint.format(name)}")
         return 130
+    except PermanentStoreError:
+        raise  # one line from benchmark.cli.main: the path, the errno and the fix
     except MlflowStoreError as error:
-        print(f"vqbench sweep: error: {error}\nonce the store answers, continue with  {resume_hint.format(name)}")
+        print(f"vqbench sweep: error: {error}\nonce the store answers, continue with  {resume_hint.format(name)}",
+              file=sys.stderr)
         return 1
     print()
     print(summary_table(outcome.outcomes))
@@ -185,7 +217,32 @@ def run(args: argparse.Namespace) -> int:
         print(f"vqbench sweep: the MLflow store failed while the sweep was being closed ({outcome.cleanup_error}); "
               f"{resume_hint.format(outcome.name)} repairs it")
         return 1
-    if outcome.parent_status != "FINISHED":
+    if outcome.parent_status == "KILLED":
         print(f"interrupted: continue with  {resume_hint.format(outcome.name)}")
         return 130
-    return 1 if outcome.counts.get("FAILED") else 0
+    if outcome.counts.get("FAILED"):
+        print(f"vqbench sweep: {outcome.counts['FAILED']} trial(s) failed (their errors are listed above; each was "
+              f"recorded FAILED once, not retried); the parent run is FAILED. After a fix, "
+              f"{resume_hint.format(outcome.name)} reruns them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_decide_preset(args: argparse.Namespace, settings) -> int:
+    """``--preset decide``: the staged decisive experiment (sweeps.decide); --name resumes it."""
+    from .decide import DEFAULT_EXPERIMENT, load_design, run_decide
+
+    customised = [f for f in GRID_FLAGS if f not in ("preset", "name", "experiment", "dry_run", "no_estimate")
+                  and getattr(args, f, None) not in (None, False, [])]
+    if customised or args.config:
+        raise ValueError("--preset decide runs its pre-registered design (sweeps/designs/decide.toml) as written; "
+                         f"drop {', '.join('--' + f.replace('_', '-') for f in customised) or '--config'}")
+    design, digest, _ = load_design()
+    name = args.name or "decide"
+    if args.dry_run:
+        print(f"decisive experiment {name!r}: design {digest}, arms {design['arms']}, sizes "
+              f"{design['codebook_sizes']}, learning rates {design['learning_rate']['grid']}, pilot "
+              f"{design['seeds']['pilot']} seeds, up to {design['seeds']['max_seeds']}; report -> {args.out}")
+        return 0
+    run_decide(name=name, settings=settings, experiment=args.experiment or DEFAULT_EXPERIMENT, out_dir=args.out)
+    return 0

@@ -1,7 +1,7 @@
 """What a sweep prints while it runs: one line per trial that ends, and a progress bar with an ETA.
 
     [ 3/20] simvq K=4096 d=32 seed=0   utilization 0.222   PSNR 24.13 dB   38 s   ETA 4 min
-    [ 4/20] vq K=16 d=4 seed=0   FAILED after 2 attempts: ValueError: beta must be >= 0
+    [ 4/20] vq K=16 d=4 seed=0   FAILED (not retried: the same error would recur): ValueError: beta must be >= 0
 
 Ray Tune calls :class:`TrialConsole` on the driver (a ``tune.Callback``). Every line carries the count
 and the ETA, so a log file shows progress too; on a terminal a bar below the lines moves as well.
@@ -16,7 +16,7 @@ from ray import tune
 from benchmark.tracking import keys
 
 from .report import root_cause
-from .trainable import REUSED, STATUS, STATUS_NAN
+from .trainable import REUSED, STATUS, STATUS_FAILED, STATUS_NAN
 
 
 def duration(seconds: float) -> str:
@@ -34,6 +34,8 @@ def trial_line(number: int, total: int, run_name: str, result: dict, eta: str | 
     head = f"[{number:>{width}}/{total}] {run_name}"
     if result.get(STATUS) == STATUS_NAN:
         body = f"NAN: {result.get('error', 'the loss became non-finite')}"
+    elif result.get(STATUS) == STATUS_FAILED:
+        body = f"FAILED (not retried: the same error would recur): {result.get('error', 'unknown error')}"
     else:
         utilization, psnr = result.get(keys.EVAL_UTILIZATION), result.get(keys.EVAL_PSNR)
         seconds = result.get(keys.COST_WALL_TIME)

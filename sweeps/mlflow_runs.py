@@ -17,6 +17,12 @@ TERMINAL = ("FINISHED", "FAILED", "KILLED")
 SWEEP_UID_TAG = "vqbench.sweep_uid"     # on the parent: finds it again if the driver died right after creating it
 OUTCOME_TAG = "vqbench.outcome"         # on a trial run: "nan" when its loss diverged (final: not rerun)
 OUTCOME_NAN = "nan"
+OUTCOME_FAILED = "failed"               # on a trial run: a deterministic error, recorded once (not retried)
+PARENT_OUTCOME_FAILURES = "finished with failures"  # on a FAILED parent whose trials ran but some failed
+#: Why a leftover RUNNING run of an earlier attempt of the same trial is retired.
+DIED_REASON = ("an earlier attempt of this trial stopped without ending its run: its process was killed "
+               "(SIGKILL, the kernel's out-of-memory killer, a lost node) or the sweep's driver died; retired "
+               "and the trial run again")
 NODE_TAG = "vqbench.ray_node_id"        # on a trial run: the Ray node that ran it
 HOST_TAG = "vqbench.host"               # on a trial run: that node's host name
 
@@ -89,22 +95,30 @@ def child_runs(client, experiment_id: str, parent_run_id: str, trial_key: str | 
     return runs
 
 
-def retire_run(client, run) -> None:
+def retire_run(client, run, reason: str | None = None) -> None:
     """Remove a leftover of an earlier attempt: a terminal status first (never left RUNNING, even among
-    deleted runs), then deleted so the trial keeps exactly one visible run."""
+    deleted runs; with ``reason`` in its description), then deleted so the trial keeps exactly one visible run."""
     if run.info.status not in TERMINAL:
+        if reason:
+            note = run.data.tags.get(DESCRIPTION_TAG, "")
+            set_description(client, run.info.run_id, f"{note}\n\n**KILLED:** {reason}".lstrip())
         client.set_terminated(run.info.run_id, status="KILLED")
     client.delete_run(run.info.run_id)
 
 
-def kill_orphaned_children(client, experiment_id: str, parent_run_id: str) -> list[str]:
-    """Set KILLED, with the reason, on child runs still RUNNING after Tune stopped (an interrupted
-    sweep); their trials are rerun on resume. Returns the run ids changed."""
+def kill_orphaned_children(client, experiment_id: str, parent_run_id: str,
+                           died: dict[str, str] | None = None) -> list[str]:
+    """Set KILLED, with the reason, on child runs still RUNNING after Tune stopped; their trials are
+    rerun on resume. ``died`` maps a trial key to the error Ray Tune saw for it (its worker process died:
+    SIGKILL, out of memory): those runs say so, not "the sweep stopped". Returns the run ids changed."""
     changed = []
     for run in child_runs(client, experiment_id, parent_run_id, statuses=("RUNNING", "SCHEDULED")):
         note = run.data.tags.get(DESCRIPTION_TAG, "")
-        set_description(client, run.info.run_id, f"{note}\n\n**KILLED:** the sweep stopped while this trial ran; "
-                                                 "a resumed sweep reruns it".lstrip())
+        cause = (died or {}).get(run.data.tags.get(keys.TAG_TRIAL_KEY, ""))
+        why = (f"the trial's process died while it ran ({cause}): killed by the operating system (out of memory?) "
+               "or a signal, not by the sweep; a resumed sweep reruns it" if cause else
+               "the sweep stopped while this trial ran; a resumed sweep reruns it")
+        set_description(client, run.info.run_id, f"{note}\n\n**KILLED:** {why}".lstrip())
         client.set_terminated(run.info.run_id, status="KILLED")
         changed.append(run.info.run_id)
     return changed

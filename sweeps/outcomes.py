@@ -6,7 +6,7 @@ from . import mlflow_runs
 from .grid import Expansion, SweepGrid
 from .report import TrialOutcome, description_markdown, results_markdown, root_cause
 from .state import SweepState
-from .trainable import RUN_ID, STATUS, STATUS_FINISHED, STATUS_NAN
+from .trainable import RUN_ID, STATUS, STATUS_FAILED, STATUS_FINISHED, STATUS_NAN
 
 
 def pending_trials(client, state: SweepState, expansion: Expansion) -> list:
@@ -23,13 +23,18 @@ def close_sweep(client, state: SweepState, grid: SweepGrid, expansion: Expansion
     if not state.parent_run_id:
         return None
     error = None
+    died = {o.trial.key: o.error for o in outcomes if o.status == "FAILED" and o.error}
     try:
-        mlflow_runs.kill_orphaned_children(client, state.experiment_id, state.parent_run_id)
+        mlflow_runs.kill_orphaned_children(client, state.experiment_id, state.parent_run_id, died=died)
         mlflow_runs.retire_duplicates(client, state.experiment_id, state.parent_run_id)
         if outcomes:
             mlflow_runs.set_description(client, state.parent_run_id,
                                         description_markdown(state.name, state.preset, grid, expansion)
                                         + "\n" + results_markdown(outcomes, wall_time))
+        if parent_status == "FAILED" and outcomes:
+            failed = sum(o.status == "FAILED" for o in outcomes)
+            client.set_tag(state.parent_run_id, mlflow_runs.OUTCOME_TAG,
+                           f"{mlflow_runs.PARENT_OUTCOME_FAILURES}: {failed} of {len(outcomes)} trial(s) failed")
     except Exception as failure:
         error = f"{type(failure).__name__}: {failure}"
     try:
@@ -59,6 +64,8 @@ def collect_outcomes(results, expansion: Expansion, client, state: SweepState, s
             status = "FINISHED"
         elif run is not None and mlflow_runs.is_final(run):
             status, error = "NAN", str(reported.get("error") or "the loss became non-finite")
+        elif reported.get(STATUS) == STATUS_FAILED:  # deterministic: recorded once, not retried
+            status, error = "FAILED", str(reported.get("error") or "failed; see its run's description")
         elif result is not None and result.error is not None:
             status, error = "FAILED", root_cause(result.error)
         else:

@@ -1,6 +1,7 @@
 """A sweep's state on disk: ``<storage_path>/<name>/vqbench_sweep.json``.
 
-It is written (atomically) before anything exists in MLflow and updated as the experiment and the
+It is written (atomically) before anything exists in MLflow (its tracking URI without a password: a
+resume reads the password from the environment or from the URI given again) and updated as the experiment and the
 parent run are created, so a driver killed at any moment leaves a sweep that ``--resume`` continues.
 """
 from __future__ import annotations
@@ -55,6 +56,10 @@ def load_state(storage_path: str, name: str) -> SweepState:
 def save_state(storage_path: str, state: SweepState) -> None:
     path = sweep_dir(storage_path, state.name) / STATE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
+    from benchmark.tracking.store import strip_password
+
+    values = asdict(state)
+    values["tracking_uri"] = strip_password(state.tracking_uri)  # a password is never saved to disk
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(asdict(state), indent=2))
+    temporary.write_text(json.dumps(values, indent=2))
     temporary.replace(path)  # atomic: a kill mid-write never leaves a half-written state file

@@ -9,8 +9,12 @@ Before training, a trial looks up its own runs under the sweep's parent run by i
 
 A loss that goes non-finite is deterministic: the trial reports a final result with status ``nan``
 instead of raising, so Tune's ``max_failures`` does not rerun it, and its run is tagged so that a resumed
-sweep does not either. Any other exception is recorded on the trial's run (FAILED, with the error as its
-description) and re-raised for Tune to retry. Each run records the Ray node and host that ran it.
+sweep does not either. Any other deterministic exception (bad options, a shape error, out of memory, a
+permanent OS error such as EACCES or ENOSPC) is recorded once on the trial's run (FAILED, with the cause
+as its description, tagged ``vqbench.outcome = failed``) and reported with status ``failed``: Tune does
+not train it again (a resumed sweep does, after a fix). Only a transient error (the MLflow store still
+down after its retries, a network error) is re-raised for Tune's ``max_failures`` to retry. Each run
+records the Ray node and host that ran it.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from .grid import Trial
 
 #: Key of the trial's status in the results it reports to Tune.
 STATUS = "trial_status"
-STATUS_RUNNING, STATUS_FINISHED, STATUS_NAN = "running", "finished", "nan"
+STATUS_RUNNING, STATUS_FINISHED, STATUS_NAN, STATUS_FAILED = "running", "finished", "nan", "failed"
 #: Key of the trial's MLflow run id, and of "this result was read back from an earlier run".
 RUN_ID, REUSED = "mlflow_run_id", "reused_earlier_run"
 #: Live progress is forwarded to Tune at most this often (each report round-trips to the driver).
@@ -93,7 +97,7 @@ def run_trial(tune_config: dict, trials: dict[str, dict] | None = None, sweep: d
         tune.report({**kept.data.metrics, STATUS: STATUS_FINISHED, RUN_ID: kept.info.run_id, REUSED: 1})
         return
     for run in earlier:
-        mlflow_runs.retire_run(client, run)
+        mlflow_runs.retire_run(client, run, reason=mlflow_runs.DIED_REASON)
 
     from benchmark.tracking.runs import RunTracking
     from benchmark.training.trainer import NonFiniteLossError, train
@@ -121,12 +125,42 @@ def run_trial(tune_config: dict, trials: dict[str, dict] | None = None, sweep: d
                      REUSED: 0})
         return
     except Exception as error:
+        run_id = ""
         try:
-            _record_failure(client, context, trial, error, prefix="Trial raised")
+            run_id = _record_failure(client, context, trial, error, prefix="Trial raised",
+                                     outcome=None if is_retryable(error) else mlflow_runs.OUTCOME_FAILED)
         except Exception as record_error:  # never hide the trial's own error behind a tracking error
             print(f"vqbench: could not record the failure of {trial.run_name} in MLflow: {record_error}")
-        raise
+        if is_retryable(error):
+            raise
+        # Deterministic: training again gives the same error. Recorded once; Tune does not retry it.
+        tune.report({STATUS: STATUS_FAILED, "error": failure_line(error), RUN_ID: run_id or "", REUSED: 0})
+        return
     tune.report({**result.metrics, STATUS: STATUS_FINISHED, RUN_ID: result.run_id or "", REUSED: 0})
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether training the trial again may succeed: only errors of the store or the network that
+    outlasted their retries. Everything else (bad options, shapes, out of memory, EACCES) is not."""
+    from benchmark.tracking import store
+
+    if isinstance(error, store.PermanentStoreError):
+        return False
+    if isinstance(error, store.MlflowStoreError):
+        return True
+    if isinstance(error, MemoryError):
+        return False
+    return store.permanent_os_error(error) is None and isinstance(error, (ConnectionError, TimeoutError))
+
+
+def failure_line(error: BaseException) -> str:
+    """The cause of a failure in one line, with a hint for out-of-memory errors."""
+    from benchmark.tracking.store import one_line
+
+    text = one_line(error, 400)
+    if isinstance(error, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower():
+        text += " (out of memory: lower --codebook-size, --latent-dim or --batch-size)"
+    return text
 
 
 def _record_failure(client, context: SweepContext, trial: Trial, error: BaseException, *, prefix: str,

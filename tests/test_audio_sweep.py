@@ -54,7 +54,7 @@ def test_tiny_audio_sweep_lands_in_mlflow_with_audio_params_and_artifacts(local_
     for trial in outcome.outcomes:
         run = client.get_run(trial.run_id)
         params, metrics = run.data.params, run.data.metrics
-        assert params[keys.PARAM_MODALITY] == "audio" and params["backbone"] == "codec1d"
+        assert params[keys.PARAM_MODALITY] == "audio" and params[keys.PARAM_BACKBONE_RESOLVED] == "codec1d"
         assert params["sample_rate"] == "16000" and params["clip_samples"] == "6400"
         assert params[keys.PARAM_TOKENS_PER_SAMPLE] == "20"   # 6,400 samples / hop 320
         for key in (keys.EVAL_MEL_DISTANCE, keys.EVAL_SI_SNR, keys.EVAL_STOI, keys.EVAL_UTILIZATION):

@@ -117,8 +117,9 @@ PROBE_DISTRIBUTION_GAP_WEIGHTED = "probe/distribution_gap_weighted"  # codes wei
 PROBE_DEAD_CODE_DISTANCE = "probe/dead_code_distance"  # unused_code_distance over codes dead for dead_code_window steps
 
 # -- what was trained: the modality (image | audio) and the backbone's tokens per stored sample (with
-#    clip_samples and sample_rate they give an audio backbone's hop); "backbone" is logged resolved
+#    clip_samples and sample_rate they give an audio backbone's hop); the backbone "auto" resolved to
 PARAM_MODALITY = "modality"
+PARAM_BACKBONE_RESOLVED = "backbone_resolved"
 PARAM_TOKENS_PER_SAMPLE = "tokens_per_sample"
 
 # -- audio quality at the final checkpoint (benchmark.evaluation.audio_modality)
@@ -131,4 +132,5 @@ EVAL_VUV_F1 = "eval/vuv_f1"                  # voiced/unvoiced F1 (pyworld DIO)
 EVAL_QUALITY_CLIPS = "eval/quality_clips"    # clips STOI, PESQ and V/UV F1 were computed on
 AUDIO_FINAL = [EVAL_MEL_DISTANCE, EVAL_SI_SNR, EVAL_STOI, EVAL_PESQ, EVAL_PESQ_SKIPPED, EVAL_VUV_F1,
                EVAL_QUALITY_CLIPS]
-FINAL = FINAL + AUDIO_FINAL + [BUDGET_STOPPED_STEP, BUDGET_STOPPED_SAMPLES, BUDGET_CENSORED]
+#: Final metrics only some runs log: audio quality (audio modality) and the budget mode's stop point.
+FINAL_OPTIONAL = AUDIO_FINAL + [BUDGET_STOPPED_STEP, BUDGET_STOPPED_SAMPLES, BUDGET_CENSORED]

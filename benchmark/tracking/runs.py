@@ -235,6 +235,11 @@ class TrialRun:
         if self.tracked:
             self.client.log_figure(self.run_id, figure, artifact_file)
 
+    def log_artifacts(self, folder, artifact_path: str) -> None:
+        """Every file in ``folder`` under ``artifact_path`` (audio clips and their spectrograms)."""
+        if self.tracked:
+            self.client.log_artifacts(self.run_id, str(folder), artifact_path)
+
     # ------------------------------------------------------------------ closing
     def end(self, status: str = "FINISHED", failure: str | None = None) -> None:
         if not self.tracked:

@@ -14,6 +14,10 @@ examples:
 
 Clients then use the printed URI:  export MLFLOW_TRACKING_URI=http://HOST:5000  (or --tracking-uri).
 With --auth they also set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD.
+
+A database password never goes on a command line (where `ps` shows it): put it in $VQBENCH_DB_PASSWORD
+or in a file (mode 0600) named by --db-password-file; the MLflow server gets the store's URI through
+its environment. A new SQLite store and basic_auth.db are created owner-only (0600).
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from pathlib import Path
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 AUTH_PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
+DB_PASSWORD_ENV = "VQBENCH_DB_PASSWORD"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--auth", action="store_true",
                         help=f"MLflow's basic-auth app: clients need a user and password (the admin's is "
                              f"${AUTH_PASSWORD_ENV} on first start)")
+    parser.add_argument("--db-password-file", default=None, metavar="FILE",
+                        help=f"a file (mode 0600) holding the database's password [${DB_PASSWORD_ENV}]; "
+                             "never put it in --backend-store-uri, where `ps` shows it")
 
 
 def backend_store(uri: str | None) -> str:
@@ -51,6 +59,10 @@ def backend_store(uri: str | None) -> str:
     if uri is None:
         environment = os.environ.get("MLFLOW_TRACKING_URI", "")
         uri = environment if environment.split(":")[0].split("+")[0] in DATABASE_SCHEMES else "sqlite:///mlflow.db"
+    if uri.startswith("sqlite:") and (":memory:" in uri or not uri.startswith("sqlite:///")
+                                      or not uri[len("sqlite:///"):].split("?")[0].strip()):
+        raise ValueError(f"--backend-store-uri {uri!r} is an in-memory SQLite database: it would vanish with the "
+                         "server and cannot be shared by its workers; give a file, e.g. sqlite:///mlflow.db")
     uri = resolve_tracking_uri(uri)
     scheme = uri.split(":")[0].split("+")[0]
     if scheme in ("http", "https"):
@@ -60,6 +72,38 @@ def backend_store(uri: str | None) -> str:
         raise ValueError(f"--backend-store-uri must be a database URI (sqlite:///FILE, postgresql://..., "
                          f"mysql://...); got {uri!r}")
     return uri
+
+
+def with_database_password(uri: str, given_on_command_line: bool, password_file: str | None) -> str:
+    """``uri`` with the database password from $VQBENCH_DB_PASSWORD or ``password_file`` (owner-only)
+    added; a password written in the URI on the command line is refused (`ps` would show it)."""
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is not None and given_on_command_line:
+        raise ValueError("--backend-store-uri holds a password, which `ps` shows to every user of this machine; "
+                         f"drop it from the URI and put it in ${DB_PASSWORD_ENV} or a file given with "
+                         "--db-password-file (chmod 600)")
+    password = None
+    if password_file:
+        path = Path(password_file).expanduser()
+        try:
+            mode = path.stat().st_mode & 0o777
+            password = path.read_text().strip()
+        except OSError as error:
+            raise ValueError(f"--db-password-file {path}: cannot read it ({error.strerror})") from None
+        if mode & 0o077:
+            raise ValueError(f"--db-password-file {path} is readable by other users (mode {mode:o}); chmod 600 {path}")
+    password = password or os.environ.get(DB_PASSWORD_ENV)
+    if not password:
+        return uri
+    if parts.scheme.startswith("sqlite"):
+        raise ValueError(f"a database password ({DB_PASSWORD_ENV} or --db-password-file) means nothing to SQLite")
+    if not parts.username:
+        raise ValueError("a database password needs a user in --backend-store-uri (postgresql://USER@HOST/DB)")
+    netloc = f"{quote(parts.username, safe='')}:{quote(password, safe='')}@{parts.hostname}" + (
+        f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def machine_address() -> str:
@@ -124,11 +168,15 @@ def auth_environment(directory: Path) -> dict[str, str]:
 
     if importlib.util.find_spec("flask_wtf") is None:
         raise ValueError("--auth needs MLflow's auth extra (Flask-WTF, for CSRF checks): pip install 'mlflow[auth]'")
+    from benchmark.tracking.store import create_private
+
     users = directory / "basic_auth.db"
-    if not users.exists() and not os.environ.get(AUTH_PASSWORD_ENV):
+    if not (users.exists() and users.stat().st_size) and not os.environ.get(AUTH_PASSWORD_ENV):
         raise ValueError(f"--auth: set {AUTH_PASSWORD_ENV} to the admin's password for the first start "
                          f"(MLflow creates the admin user then); clients log in with MLFLOW_TRACKING_USERNAME "
                          "and MLFLOW_TRACKING_PASSWORD")
+    directory.mkdir(parents=True, exist_ok=True)  # a new store folder: created before anything is written
+    create_private(users)  # the users' password hashes: owner-only
     config = directory / "basic_auth.ini"
     config.write_text("[mlflow]\ndefault_permission = READ\n"
                       f"database_uri = sqlite:///{users}\nadmin_username = admin\n"
@@ -144,7 +192,9 @@ def auth_environment(directory: Path) -> dict[str, str]:
 
 
 def server_command(store_uri: str, artifacts: Path, host: str, port: int, workers: int, auth: bool) -> list[str]:
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri, "--serve-artifacts",
+    """The MLflow server's argv. The store's URI is not in it (``ps`` shows argv to every user): the
+    server reads it from $MLFLOW_BACKEND_STORE_URI (see :func:`run`)."""
+    command = [sys.executable, "-m", "mlflow", "server", "--serve-artifacts",
                "--artifacts-destination", str(artifacts), "--host", host, "--port", str(port),
                "--workers", str(workers)]
     hosts = allowed_hosts(host, port)
@@ -159,10 +209,12 @@ def run(args: argparse.Namespace) -> int:
     import signal
     import subprocess
 
-    from benchmark.tracking.store import redact, sqlite_path
+    from benchmark.tracking.store import create_private, redact, sqlite_path
     from benchmark.tracking.ui import server_environment, stop_process, wait_until_serving
 
     store_uri = backend_store(args.backend_store_uri)
+    store_uri = with_database_password(store_uri, args.backend_store_uri is not None,
+                                       getattr(args, "db_password_file", None))
     database = sqlite_path(store_uri)
     home = database.parent if database else Path.cwd()
     artifacts = Path(args.artifacts_destination or home / "mlartifacts").expanduser().resolve()
@@ -172,10 +224,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"port {args.port} is already in use; choose another with --port")
     workers = args.workers or (1 if database else 4)
     environment = server_environment()
-    if args.auth:
-        environment.update(auth_environment(home))
+    environment["MLFLOW_BACKEND_STORE_URI"] = store_uri  # not argv: `ps` shows argv to every user
+    environment.pop(DB_PASSWORD_ENV, None)
     if database:
         database.parent.mkdir(parents=True, exist_ok=True)
+        create_private(database)  # owner-only from its first byte
+    if args.auth:
+        environment.update(auth_environment(home))
     uri = client_uri(args.host, args.port)
     if args.host not in LOOPBACK:
         exposure = ("clients must log in" if args.auth else

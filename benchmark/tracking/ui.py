@@ -60,11 +60,12 @@ def wait_until_serving(url: str, process, timeout: float = 90.0) -> None:
 
 
 def server_command(store_uri: str, port: int) -> list[str]:
+    """The UI server's argv; the store's URI (it may hold a password) travels in its environment
+    ($MLFLOW_BACKEND_STORE_URI), not in argv, which `ps` shows to every user."""
     import sys
 
     # One worker: the UI needs no parallelism here and starts in seconds instead of ~25 s.
-    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri,
-            "--host", HOST, "--port", str(port), "--workers", "1"]
+    return [sys.executable, "-m", "mlflow", "server", "--host", HOST, "--port", str(port), "--workers", "1"]
 
 
 def server_environment() -> dict[str, str]:
@@ -80,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from benchmark.tracking.runs import resolve_tracking_uri
+    from benchmark.tracking.store import redact
 
     if not 1 <= args.port <= 65535:
         raise ValueError(f"--port must be in [1, 65535]; got {args.port}")
@@ -88,10 +90,16 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"port {args.port} on {HOST} is already in use (another MLflow UI?); "
                          f"stop it or pick another with --port")
     if store_uri.startswith("sqlite:///") and not Path(store_uri[len("sqlite:///"):]).exists():
-        print(f"note: {store_uri} does not exist yet; it will be created empty "
+        print(f"note: {redact(store_uri)} does not exist yet; it will be created empty "
               "(run `vqbench train` or `vqbench sweep` in this folder, or pass --backend-store-uri)")
-    print(f"MLflow UI for {store_uri}\n  http://{HOST}:{args.port}   (starting; Ctrl-C to stop)", flush=True)
-    server = subprocess.Popen(server_command(store_uri, args.port), env=server_environment())
+    from benchmark.tracking.store import create_private, sqlite_path
+
+    database = sqlite_path(store_uri)
+    if database is not None and database.parent.is_dir():
+        create_private(database)  # a new store is owner-only from its first byte
+    print(f"MLflow UI for {redact(store_uri)}\n  http://{HOST}:{args.port}   (starting; Ctrl-C to stop)", flush=True)
+    server = subprocess.Popen(server_command(store_uri, args.port),
+                              env={**server_environment(), "MLFLOW_BACKEND_STORE_URI": store_uri})
     # Stopping vqbench stops the server too: Ctrl-C, or SIGTERM from a supervisor or `kill`.
     signal.signal(signal.SIGTERM, lambda *_: server.terminate())
     try:

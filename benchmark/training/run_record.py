@@ -28,7 +28,7 @@ def dataset_profile(dataset, config: TrainConfig, plan) -> dict:
     return {
         "train_images": int(len(dataset.train)),
         "test_images": int(len(dataset.test)),
-        "sample_shape": [int(s) for s in dataset.train.shape[1:]],
+        "image_shape" if dataset.modality == "image" else "clip_shape": [int(s) for s in dataset.train.shape[1:]],
         "modality": dataset.modality,
         "eval_images": int(len(plan.indices)),
         "eval_indices_digest": plan.digest,

@@ -130,7 +130,7 @@ def train(config: TrainConfig, *, tracking: RunTracking | None = None,
             params = {**config.as_params(), keys.PARAM_CODEBOOK_SIZE_REQUESTED: config.codebook_size,
                       keys.PARAM_EVAL_IMAGES: len(plan.indices), keys.PARAM_EVAL_INDICES_DIGEST: plan.digest}
             params["codebook_size"] = codebook_size
-            params.update({keys.PARAM_MODALITY: modality.name, "backbone": backbone.name,
+            params.update({keys.PARAM_MODALITY: modality.name, keys.PARAM_BACKBONE_RESOLVED: backbone.name,
                            keys.PARAM_TOKENS_PER_SAMPLE: backbone.tokens(config)})
             if fid_samples:
                 params.update({keys.PARAM_FID_INDICES_DIGEST: plan.fid_digest,
