@@ -54,10 +54,20 @@ Caveat, "every code gets a gradient": code k's gradient is a sum over tokens of 
 get exactly zero gradient, as in the official code. Measured (one step, K = 4096, dim 64, N(0, 1) codes,
 latents N(0, 30^2); ``results/speed_ibq/measure_ibq.py --underflow-only``): with N = 1024 tokens 3,072 of the
 4,096 codes got an exactly zero gradient (1,024 kept one); with N = 8192 tokens every code was within reach
-of some token and none did; with N(0, 1) latents and N = 8192 none did.
+of some token and none did; with N(0, 1) latents none did at either N.
 
 Speed (results/speed_ibq/README.md: CPU, one thread, fp32, N = 8192, dim 64, forward + backward of
-``quantized.square().mean() + loss``, medians on the shared 2-core machine): SPEED_LINE
+``quantized.square().mean() + loss``, medians on the shared 2-core machine; "floor" is vqbench's tiled
+N x K x d matmul, forward only):
+
+    K        this module            before (checkpointed autograd, a1a0cfd)   this / floor
+    2^12     1.8 s,  +0.30 GiB      5.1 s,  +0.58 GiB                         21x
+    2^14     3.6 s,  +0.30 GiB      14 s,   +0.58 GiB                         11x
+    2^16     14 s,   +0.32 GiB      64 s,   +0.63 GiB                         16x (4.5x matmul + its backward)
+
+Of the six N x K x d GEMMs per step (the search, the forward's logits, backward's logits, g C^T, G C and
+G^T z) all but the search run on (rows, K) chunks that do not fit in cache, and profiled at 2-3x the tiled
+floor's time each; that, not the softmax kernels, is most of the remaining gap.
 
 The official formulation (full N x K tensors) passes 24 GiB at about K = 87,000 (between 2^16 and 2^17) for
 this N. Here memory stays flat until the K x dim state dominates (parameter, gradient, two Adam moments and
