@@ -23,7 +23,7 @@ def own_latent_dim(quantizer: str, codebook_size: int) -> tuple[int, int, str]:
                              f"a power of two; {codebook_size} is not (nearest: {lower} or {upper})")
         return bits, codebook_size, f"{name} latent dim = log2 K = {bits}"
     if quantizer == "fsq":
-        from quantizers.fsq import PAPER_LEVELS, fsq_levels_for
+        from .fsq import PAPER_LEVELS, fsq_levels_for
 
         levels = list(fsq_levels_for(codebook_size))  # raises ValueError for sizes no level list reaches
         real = math.prod(levels)

@@ -65,8 +65,12 @@ def test_checkpoints_and_convergence():
     assert checkpoint_steps(10, 1) == [10]
     climbing = convergence([(25, 0.1), (50, 0.2), (100, 0.3), (200, 0.45)])
     assert climbing[keys.EVAL_CONVERGED] == 0.0 and climbing[keys.EVAL_UTILIZATION_CHANGE] == pytest.approx(1 / 3)
-    level = convergence([(100, 0.50), (200, 0.51)])
+    two_points = convergence([(100, 0.50), (200, 0.51)])   # the slope rule needs >= 3 checkpoints
+    assert two_points[keys.EVAL_CONVERGED] == 0.0
+    level = convergence([(25, 0.500), (50, 0.501), (100, 0.499), (200, 0.500)])
     assert level[keys.EVAL_CONVERGED] == 1.0
-    falling = convergence([(100, 0.5), (200, 0.3)])
+    falling = convergence([(25, 0.9), (50, 0.7), (100, 0.5), (200, 0.3)])
     assert falling[keys.EVAL_CONVERGED] == 0.0 and falling[keys.EVAL_UTILIZATION_CHANGE] < 0
-    assert convergence([(200, 0.4)]) == {}
+    windowed = convergence([(25, 0.1), (50, 0.5), (100, 0.500), (200, 0.501), (400, 0.500)], window=3)
+    assert windowed[keys.EVAL_CONVERGED] == 1.0 and windowed[keys.EVAL_CONVERGENCE_POINTS] == 3
+    assert keys.EVAL_CONVERGED not in convergence([(200, 0.4)]) or convergence([(200, 0.4)])[keys.EVAL_CONVERGED] == 0

