@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .decisive import confirmatory, family_size, pick_learning_rates, shares, verdict
+from .decisive import confirmatory, family_size, next_seed_count, pick_learning_rates, shares, verdict
 from .decisive_runs import confirmatory_frame, load_design, trial_frame, utilization_curves
 from .tables import markdown_table as frame_table
 
@@ -140,7 +140,10 @@ def write_report(client, experiment: str, name: str, out_dir: str | Path) -> Pat
         f"Seeds per arm and size: {int(seeds.min()) if len(seeds) else 0}–{int(seeds.max()) if len(seeds) else 0}; "
         + ("every adjusted half-width is within the target "
            f"{target}." if met else f"the target half-width {target} was **not** reached for every contrast "
-           f"(cap {design['seeds']['max_seeds']} seeds)."),
+           + (f"(the cap of {design['seeds']['max_seeds']} seeds was reached)." if len(seeds) and
+              int(seeds.min()) >= design['seeds']['max_seeds'] else
+              f"yet: the seed loop asks for {next_seed_count(contrasts, design, int(seeds.min()) if len(seeds) else 0)} "
+              "seeds; rerun the same command with the same --name to add them (the experiment resumes).")),
         "",
         "## Verdicts",
         "",
