@@ -40,11 +40,10 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor, nn
 
 from benchmark.models.registry import register_backbone
-from benchmark.models.seeding import draw_streams
+from benchmark.models.seeding import seeded_backbone
 from quantizers.base import check_int
 
 DEFAULT_STRIDES = (4, 4, 4, 5)
@@ -155,11 +154,8 @@ def build_codec_backbone(*, channels: int = 1, width: int, latent_dim: int, seed
     if seed is None:
         return (CodecEncoder(channels, width, num_res_blocks, latent_dim, strides),
                 CodecDecoder(channels, width, num_res_blocks, latent_dim, strides))
-    with torch.random.fork_rng(devices=[]):  # construction's default draws must not move the global RNG
-        encoder = CodecEncoder(channels, width, num_res_blocks, latent_dim, strides)
-        decoder = CodecDecoder(channels, width, num_res_blocks, latent_dim, strides)
-    draw_streams(encoder.body, decoder.body, [encoder.to_latent, decoder.from_latent], seed)
-    return encoder, decoder
+    return seeded_backbone(lambda: CodecEncoder(channels, width, num_res_blocks, latent_dim, strides),
+                           lambda: CodecDecoder(channels, width, num_res_blocks, latent_dim, strides), seed)
 
 
 @register_backbone("codec1d", modality="audio", tokens=lambda config: config.clip_samples // HOP_LENGTH)

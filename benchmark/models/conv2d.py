@@ -24,11 +24,10 @@ slows short CPU budgets; reconstructions are clamped to [0, 1] only for the eval
 from __future__ import annotations
 
 import math
-import torch
 from torch import Tensor, nn
 
-from benchmark.models.registry import register_backbone
-from benchmark.models.seeding import draw_streams
+from benchmark.models.registry import register_backbone, square_token_grid
+from benchmark.models.seeding import seeded_backbone
 from quantizers.base import check_int
 
 
@@ -105,19 +104,11 @@ def build_backbone(*, channels: int, width: int, num_res_blocks: int, num_downsa
     if seed is None:
         return (Encoder(channels, width, num_res_blocks, num_downsamples, latent_dim),
                 Decoder(channels, width, num_res_blocks, num_downsamples, latent_dim))
-    with torch.random.fork_rng(devices=[]):
-        encoder = Encoder(channels, width, num_res_blocks, num_downsamples, latent_dim)
-        decoder = Decoder(channels, width, num_res_blocks, num_downsamples, latent_dim)
-    draw_streams(encoder.body, decoder.body, [encoder.to_latent, decoder.from_latent], seed)
-    return encoder, decoder
+    return seeded_backbone(lambda: Encoder(channels, width, num_res_blocks, num_downsamples, latent_dim), lambda: Decoder(channels, width, num_res_blocks, num_downsamples, latent_dim), seed)
 
 
-def token_grid(config) -> int:
-    return config.image_size // 2 ** config.num_downsamples
-
-
-@register_backbone("conv2d", modality="image", tokens=lambda config: token_grid(config) ** 2,
-                   token_grid=token_grid)
+@register_backbone("conv2d", modality="image", tokens=lambda config: square_token_grid(config) ** 2,
+                   token_grid=square_token_grid)
 def _build(config, channels: int):
     """VQGAN-style conv encoder/decoder (width, num_res_blocks, num_downsamples)."""
     return build_backbone(channels=channels, width=config.width, num_res_blocks=config.num_res_blocks,

@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmark.models.registry import register_backbone
-from benchmark.models.seeding import draw_streams
+from benchmark.models.registry import register_backbone, square_token_grid
+from benchmark.models.seeding import seeded_backbone
 from quantizers.base import check_int
 
 
@@ -54,21 +54,12 @@ class PatchDecoder(nn.Module):
 def build_patch_mlp(*, channels: int, patch: int, width: int, latent_dim: int, seed: int):
     for name, value in (("channels", channels), ("patch", patch), ("width", width), ("latent_dim", latent_dim)):
         check_int(name, value, minimum=1)
-    import torch
 
-    with torch.random.fork_rng(devices=[]):
-        encoder = PatchEncoder(channels, patch, width, latent_dim)
-        decoder = PatchDecoder(channels, patch, width, latent_dim)
-    draw_streams(encoder.body, decoder.body, [encoder.to_latent, decoder.from_latent], seed)
-    return encoder, decoder
+    return seeded_backbone(lambda: PatchEncoder(channels, patch, width, latent_dim), lambda: PatchDecoder(channels, patch, width, latent_dim), seed)
 
 
-def token_grid(config) -> int:
-    return config.image_size // 2 ** config.num_downsamples
-
-
-@register_backbone("patch-mlp", modality="image", tokens=lambda config: token_grid(config) ** 2,
-                   token_grid=token_grid)
+@register_backbone("patch-mlp", modality="image", tokens=lambda config: square_token_grid(config) ** 2,
+                   token_grid=square_token_grid)
 def _build(config, channels: int):
     """Per-patch MLP tokenizer: patch 2^num_downsamples px, hidden width ``width`` (cheap; issue 20)."""
     return build_patch_mlp(channels=channels, patch=2 ** config.num_downsamples, width=config.width,

@@ -28,6 +28,11 @@ class Backbone:
     description: str = ""
 
 
+def square_token_grid(config) -> int:
+    """The side of the token grid of an image backbone that downsamples ``num_downsamples`` times by 2."""
+    return config.image_size // 2 ** config.num_downsamples
+
+
 _BACKBONES: dict[str, Backbone] = {}
 _imported = False
 

@@ -30,3 +30,13 @@ def reset_parameters(module: nn.Module) -> None:
     for layer in module.modules():
         if layer is not module and hasattr(layer, "reset_parameters"):
             layer.reset_parameters()
+
+
+def seeded_backbone(build_encoder, build_decoder, seed: int):
+    """``(encoder, decoder)`` built by the two callables without moving the global RNG, then re-drawn from
+    their own streams (:func:`draw_streams`). Both parts must expose ``body`` and their latent projection
+    (``to_latent`` / ``from_latent``), as every registered backbone does."""
+    with torch.random.fork_rng(devices=[]):  # construction's default draws must not move the global RNG
+        encoder, decoder = build_encoder(), build_decoder()
+    draw_streams(encoder.body, decoder.body, [encoder.to_latent, decoder.from_latent], seed)
+    return encoder, decoder

@@ -38,13 +38,19 @@ class StoreLockTimeout(MlflowStoreError):
     """Another process held the store's initialization lock for too long."""
 
 
-def strip_password(uri: str) -> str:
-    """``uri`` with its password removed (user kept): what may be saved to disk."""
+def _replace_password(uri: str, mask: str | None) -> str:
+    """``uri`` with its password replaced by ``mask`` (None: removed, the user kept)."""
     parts = urlsplit(uri)
     if parts.password is None:
         return uri
-    netloc = f"{parts.username}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    user = parts.username if mask is None else f"{parts.username}:{mask}"
+    netloc = f"{user}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def strip_password(uri: str) -> str:
+    """``uri`` with its password removed (user kept): what may be saved to disk."""
+    return _replace_password(uri, None)
 
 
 def permanent_os_error(error: BaseException) -> tuple[int, str | None] | None:
@@ -72,11 +78,7 @@ def permanent_message(error: BaseException, found: tuple[int, str | None], uri: 
 
 def redact(uri: str) -> str:
     """``uri`` without a password, for messages."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return _replace_password(uri, "***")
 
 
 def sqlite_path(uri: str) -> Path | None:
