@@ -7,10 +7,13 @@ bounded whatever K is.
 
 Why the reduction is two-step on CPU: PyTorch's ``amin`` (values only) is vectorized and about 20x cheaper
 per element than ``argmin``, which costs nearly as much as the matrix product itself. So each block takes
-``amin``, and ``argmin`` runs only on the rows whose best value that block improves (about ln(#blocks)
-blocks per row instead of all of them). Strict improvement keeps the first index among exact ties in the
-computed scores, like ``argmin`` over the whole row (equal codes may still score an ulp apart, since the
-matrix product can round columns differently). On CUDA, where argmin is cheap and data-dependent row
+``amin``, and the index is found only on the rows whose best value that block improves (about ln(#blocks)
+blocks per row instead of all of them), by :func:`first_argmin`: ``amin`` over groups of
+:data:`ARGMIN_GROUP` codes, ``argmin`` over the group minima (64x fewer values), then ``argmin`` inside the one
+group that holds the first minimum -- the same index as ``argmin`` over the row, ties and NaN included,
+at about a third of its cost (``results/step_speed``). Strict improvement keeps the first index among exact
+ties in the computed scores, like ``argmin`` over the whole row (equal codes may still score an ulp apart,
+since the matrix product can round columns differently). On CUDA, where argmin is cheap and data-dependent row
 selection would synchronise, each block takes ``min`` with indices and merges with ``torch.where``.
 """
 from __future__ import annotations
@@ -24,6 +27,8 @@ DEFAULT_MAX_ELEMENTS = 1 << 24
 #: dim 64 at K = 65,536; ``max_elements`` can only make it smaller.
 BLOCK_ROWS = 1024
 BLOCK_CODES = 1024
+#: Codes per group in :func:`first_argmin` (fastest of 32-256 at 1,024 codes per block, 1 thread).
+ARGMIN_GROUP = 64
 
 
 def _check_search_args(z: Tensor, codebook: Tensor, max_elements: int) -> None:
@@ -85,7 +90,22 @@ def _merge_cpu(scores: Tensor, code_start: int, best: Tensor, index: Tensor) -> 
     if improved.numel() == 0:
         return
     best[improved] = block_min[improved]
-    index[improved] = scores.index_select(0, improved).argmin(dim=1) + code_start
+    rows = scores if improved.numel() == scores.shape[0] else scores.index_select(0, improved)
+    index[improved] = first_argmin(rows) + code_start
+
+
+def first_argmin(scores: Tensor) -> Tensor:
+    """``scores.argmin(dim=1)`` for a 2-D CPU tensor, exactly (the first index of the row's minimum; NaN
+    counts as the minimum, as in ``argmin``), through group minima: the first group whose minimum is the
+    row's minimum holds the row's first minimum, and ``argmin`` runs on the group minima and in that group
+    only. Falls back to ``argmin`` when the columns do not split into groups."""
+    num_rows, num_codes = scores.shape
+    if num_codes < 2 * ARGMIN_GROUP or num_codes % ARGMIN_GROUP or not scores.is_contiguous():
+        return scores.argmin(dim=1)
+    grouped = scores.view(num_rows, num_codes // ARGMIN_GROUP, ARGMIN_GROUP)
+    group = grouped.amin(dim=2).argmin(dim=1)
+    inside = grouped[torch.arange(num_rows, device=scores.device), group].argmin(dim=1)
+    return group * ARGMIN_GROUP + inside
 
 
 def _merge_gpu(scores: Tensor, code_start: int, best: Tensor, index: Tensor) -> None:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from quantizers import search
-from quantizers.search import block_shape, nearest_code
+from quantizers.search import block_shape, first_argmin, nearest_code
 
 
 def brute_force_float64(z: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,3 +103,17 @@ def test_bad_shapes_raise(z_shape, codebook_shape):
 def test_bad_max_elements_raise(max_elements):
     with pytest.raises(ValueError, match="max_elements"):
         nearest_code(torch.zeros(3, 2), torch.zeros(4, 2), max_elements=max_elements)
+
+
+@pytest.mark.parametrize("shape", [(7, 128), (1024, 1024), (3, 4096), (5, 64), (5, 200)])
+@pytest.mark.parametrize("kind", ["normal", "ties", "nan", "inf"])
+def test_first_argmin_is_argmin_ties_and_nan_included(shape, kind):
+    """The grouped reduction returns argmin's index exactly: the first minimum among ties, NaN as the minimum."""
+    generator = torch.Generator().manual_seed(sum(shape))
+    scores = (torch.randint(0, 3, shape, generator=generator).float() if kind == "ties"
+              else torch.randn(*shape, generator=generator))
+    if kind == "nan":
+        scores[0, 5], scores[1, -1], scores[2, 70 % shape[1]] = float("nan"), float("nan"), float("nan")
+    if kind == "inf":
+        scores[0, 9], scores[1, :] = -float("inf"), float("inf")
+    assert torch.equal(first_argmin(scores), scores.argmin(dim=1))

@@ -28,6 +28,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from quantizers import search  # noqa: E402
+
 from benchmark.data.sources import load_dataset
 from benchmark.evaluation.modality import get_modality
 from benchmark.training.setup import (
@@ -40,15 +42,29 @@ from benchmark.training.setup import (
 )
 
 
-def quick_config(quantizer: str, codebook_size: int):
+def quick_config(quantizer: str, codebook_size: int, batch_size: int | None = None):
+    """The quick preset's seed-0 trial config for ``quantizer`` at ``codebook_size`` (its vq trial with the
+    quantizer and size replaced when the preset has no such trial, e.g. the decide arms), at ``batch_size``."""
+    from dataclasses import replace
+
     from sweeps.grid import expand_grid
     from sweeps.presets import quick
 
-    for trial in expand_grid(quick()).trials:
-        c = trial.config
-        if c.quantizer == quantizer and c.codebook_size == codebook_size and c.seed == 0:
-            return c
-    raise SystemExit(f"no quick trial {quantizer} K={codebook_size}")
+    trials = [t.config for t in expand_grid(quick()).trials if t.config.seed == 0]
+    match = [c for c in trials if c.quantizer == quantizer and c.codebook_size == codebook_size]
+    config = match[0] if match else replace(next(c for c in trials if c.quantizer == "vq"),
+                                            quantizer=quantizer, codebook_size=codebook_size)
+    return config if batch_size is None else replace(config, batch_size=batch_size)
+
+
+def _argmin_merge_cpu(scores, code_start, best, index):
+    """quantizers.search._merge_cpu before the grouped argmin (commit 2bf4e4d): argmin over whole rows."""
+    block_min = scores.amin(dim=1)
+    improved = (block_min < best).nonzero().squeeze(1)
+    if improved.numel() == 0:
+        return
+    best[improved] = block_min[improved]
+    index[improved] = scores.index_select(0, improved).argmin(dim=1) + code_start
 
 
 # ----------------------------------------------------------------------------- the variants
@@ -114,7 +130,28 @@ def v_compile_backbone_cl(config, channels):
     return model, opt, {"compiled": True, "channels_last": True}
 
 
-VARIANTS = {"baseline": v_baseline, "channels_last": v_channels_last, "mkldnn_off": v_no_mkldnn,
+def v_argmin_merge(config, channels):
+    model, opt, _ = _base(config, channels)
+    return model, opt, {"flags": {"argmin_merge": True}}
+
+
+def v_argmin_merge_single_adamw(config, channels):
+    """The step before this round's two changes: whole-row argmin merge, AdamW's default single-tensor loop."""
+    model, opt, _ = _base(config, channels)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=learning_rate(1, config), weight_decay=config.weight_decay, foreach=False)
+    return model, opt, {"flags": {"argmin_merge": True}}
+
+
+def v_adamw_single(config, channels):
+    model, opt, _ = _base(config, channels)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=learning_rate(1, config), weight_decay=config.weight_decay, foreach=False)
+    return model, opt, {}
+
+
+VARIANTS = {"baseline": v_baseline, "argmin_merge": v_argmin_merge, "adamw_single": v_adamw_single,
+            "before_round4": v_argmin_merge_single_adamw, "channels_last": v_channels_last, "mkldnn_off": v_no_mkldnn,
             "flush_denormal": v_flush_denormal, "adamw_foreach": v_adamw_foreach, "adamw_fused": v_adamw_fused,
             "compile_backbone": v_compile_backbone, "compile_model": v_compile_model,
             "compile_backbone_cl": v_compile_backbone_cl}
@@ -133,7 +170,9 @@ class Runner:
 
     def _flags(self):
         flags = self.extra.get("flags", {})
-        old = (torch.backends.mkldnn.enabled,)
+        old = (torch.backends.mkldnn.enabled, search._merge_cpu)
+        if flags.get("argmin_merge"):
+            search._merge_cpu = _argmin_merge_cpu
         if "mkldnn" in flags:
             torch.backends.mkldnn.enabled = flags["mkldnn"]
         if flags.get("denormal"):
@@ -142,6 +181,7 @@ class Runner:
 
     def _unflags(self, old):
         torch.backends.mkldnn.enabled = old[0]
+        search._merge_cpu = old[1]
         torch.set_flush_denormal(False)
 
     def step(self):
@@ -214,6 +254,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--quantizers", nargs="+", default=["vq", "simvq"])
     parser.add_argument("--codebook-size", type=int, default=1024)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="override the quick preset's batch (the decide preset trains at 16)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--steps-per-round", type=int, default=4)
@@ -226,7 +268,7 @@ def main(argv=None):
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
           f"inductor cache {os.environ['TORCHINDUCTOR_CACHE_DIR']}")
     for quantizer in args.quantizers:
-        config = quick_config(quantizer, args.codebook_size)
+        config = quick_config(quantizer, args.codebook_size, args.batch_size)
         dataset = load_dataset(config.dataset, data_request(config))
         modality = get_modality(config.modality())
         times, startup = timing(names, config, dataset, modality, args.rounds, args.steps_per_round, args.warmup)
