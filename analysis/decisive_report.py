@@ -40,6 +40,18 @@ def learning_rate_table(frame: pd.DataFrame, design: dict, picks: dict[str, floa
                            ""], rows)
 
 
+def edge_pick_note(design: dict, picks: dict[str, float]) -> str:
+    """A sentence naming the arms whose pick is the grid's smallest or largest rate (their best rate may lie
+    outside the grid, so the contrasts compare the grid's best, not necessarily each arm's best)."""
+    grid = sorted(design["learning_rate"]["grid"])
+    at_edge = [f"{arm} ({picks[arm]:g})" for arm in design["arms"] if arm in picks and picks[arm] in (grid[0], grid[-1])]
+    if not at_edge:
+        return "Every pick lies inside the grid."
+    return (f"Picked at the edge of the grid ({grid[0]:g} … {grid[-1]:g}): {', '.join(at_edge)}. Those arms' best "
+            "rate may lie outside the grid, so their contrasts compare the grid's best rate, not necessarily the "
+            "arm's best; the grid is part of the registered design and was not widened after the data.")
+
+
 def endpoint_table(frame: pd.DataFrame, design: dict) -> str:
     rows = []
     for size in design["codebook_sizes"]:
@@ -174,6 +186,8 @@ def write_report(client, experiment: str, name: str, out_dir: str | Path) -> Pat
         "## The learning-rate pick (validation split of the training set, by reconstruction MSE)",
         "",
         learning_rate_table(frame, design, picks),
+        "",
+        edge_pick_note(design, picks),
         "",
     ]
     path = out / "report.md"

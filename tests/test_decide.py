@@ -151,3 +151,13 @@ def test_stopping_rule_stops_a_flat_trial_and_censors_a_moving_one(tmp_path, mon
         assert moving[keys.EVAL_CONVERGED] == 0.0
     assert not (moving[keys.BUDGET_CENSORED] == 1.0 and moving[keys.EVAL_CONVERGED] == 1.0)
     assert math.isfinite(moving[keys.EVAL_UTILIZATION])
+
+
+def test_a_pick_at_the_edge_of_the_grid_is_named_in_the_report():
+    """An arm picked at the grid's largest (or smallest) rate is named; picks inside the grid are not."""
+    from analysis.decisive_report import edge_pick_note
+
+    design = {"arms": ["a", "b", "c"], "learning_rate": {"grid": [1e-4, 3e-4, 1e-3, 3e-3]}}
+    note = edge_pick_note(design, {"a": 3e-3, "b": 3e-4, "c": 1e-4})
+    assert "a (0.003)" in note and "c (0.0001)" in note and "b (" not in note
+    assert edge_pick_note(design, {"a": 3e-4, "b": 1e-3}) == "Every pick lies inside the grid."
