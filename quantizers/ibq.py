@@ -67,7 +67,10 @@ N x K x d matmul, forward only):
 
 Of the six N x K x d GEMMs per step (the search, the forward's logits, backward's logits, g C^T, G C and
 G^T z) all but the search run on (rows, K) chunks that do not fit in cache, and profiled at 2-3x the tiled
-floor's time each; that, not the softmax kernels, is most of the remaining gap.
+floor's time each; that, not the softmax kernels, is most of the remaining gap. Tiling over codes too
+(flash-attention style, every block in cache) was built and measured no faster (0.95-1.17x this module,
+results/speed_ibq/README.md): split rows need their softmax-backward constants before any block of G, which
+costs 8 GEMMs instead of 6 and reruns each softmax per pass. ~6x the floor would take a fused kernel.
 
 The official formulation (full N x K tensors) passes 24 GiB at about K = 87,000 (between 2^16 and 2^17) for
 this N. Here memory stays flat until the K x dim state dominates (parameter, gradient, two Adam moments and
