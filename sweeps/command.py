@@ -243,6 +243,16 @@ def run_decide_preset(args: argparse.Namespace, settings) -> int:
         print(f"decisive experiment {name!r}: design {digest}, arms {design['arms']}, sizes "
               f"{design['codebook_sizes']}, learning rates {design['learning_rate']['grid']}, pilot "
               f"{design['seeds']['pilot']} seeds, up to {design['seeds']['max_seeds']}; report -> {args.out}")
+        if not args.no_estimate:
+            import os
+
+            from .decide import estimate_decide
+
+            try:
+                print(estimate_decide(design, cpus=args.num_cpus or os.cpu_count() or 1,
+                                      cpus_per_trial=args.cpus_per_trial))
+            except Exception as error:  # noqa: BLE001 - an estimate must never fail a dry run
+                print(f"no wall-time estimate ({type(error).__name__}: {error})")
         return 0
     run_decide(name=name, settings=settings, experiment=args.experiment or DEFAULT_EXPERIMENT, out_dir=args.out)
     return 0

@@ -153,3 +153,34 @@ def run_decide(*, name: str, settings, experiment: str = DEFAULT_EXPERIMENT, out
     report = write_report(client, experiment, name, out_dir)
     say(f"[decide] report: {report}")
     return report
+
+
+def estimate_decide(design: dict, cpus: int, cpus_per_trial: int = 1) -> str:
+    """The dry run's wall-time estimate of the whole experiment: one short calibration
+    (:func:`sweeps.calibration.estimate_sweep`) of every stage's trials, then each stage scheduled on its own
+    (stages run one after another, each trial at its cap: an upper bound when trials may stop early)."""
+    from .calibration import RAY_STARTUP_S, WORKER_STARTUP_S, _schedule, estimate_sweep
+    from .grid import expand_grid
+
+    pilot, cap = design["seeds"]["pilot"], design["seeds"]["max_seeds"]
+    rates = {arm: design["budget"]["lr"] for arm in design["arms"]}   # the rate does not change a step's cost
+    stages = {name: expand_grid(grid).trials for name, grid in learning_rate_grids(design).items()}
+    stages["pilot"] = expand_grid(seeds_grid(design, rates, 0, pilot)).trials
+    stages["one more seed"] = expand_grid(seeds_grid(design, rates, pilot, pilot + 1)).trials
+    estimate = estimate_sweep([t for trials in stages.values() for t in trials], cpus, cpus_per_trial)
+    slots, start = estimate.slots, 0
+    fixed = (RAY_STARTUP_S + WORKER_STARTUP_S * slots) * estimate.busy_factor
+    minutes = {}
+    for name, trials in stages.items():
+        minutes[name] = (fixed + _schedule(estimate.trial_s[start:start + len(trials)], slots)) / 60
+        start += len(trials)
+    before_loop = minutes["lr"] + minutes["lr-paper"] + minutes["pilot"]
+    lines = [f"estimated wall time on this machine, stage by stage (each trial at its {design['budget']['steps']}-step "
+             f"cap, so at most): learning-rate pick {minutes['lr'] + minutes['lr-paper']:.0f} min "
+             f"({len(stages['lr']) + len(stages['lr-paper'])} trials), pilot {minutes['pilot']:.0f} min "
+             f"({len(stages['pilot'])} trials), each further seed {minutes['one more seed']:.1f} min "
+             f"({len(stages['one more seed'])} trials)",
+             f"  total: {before_loop:.0f} min if the pilot's {pilot} seeds are enough, "
+             f"{before_loop + (cap - pilot) * minutes['one more seed']:.0f} min at the cap of {cap} seeds",
+             "  (calibrated in " + estimate.line().split("calibrated in ", 1)[1]]
+    return "\n".join(lines)

@@ -161,3 +161,18 @@ def test_a_pick_at_the_edge_of_the_grid_is_named_in_the_report():
     note = edge_pick_note(design, {"a": 3e-3, "b": 3e-4, "c": 1e-4})
     assert "a (0.003)" in note and "c (0.0001)" in note and "b (" not in note
     assert edge_pick_note(design, {"a": 3e-4, "b": 1e-3}) == "Every pick lies inside the grid."
+
+
+def test_the_dry_run_estimates_each_stage_and_creates_nothing(tmp_path, monkeypatch, capsys):
+    """``vqbench sweep --preset decide --dry-run`` prints the design and a calibrated estimate per stage (the
+    trial counts come from the design) and creates no store and no sweep state."""
+    from benchmark.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["sweep", "--preset", "decide", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "design 7372d2c83ef967ce" in out
+    assert "learning-rate pick" in out and "(25 trials)" in out and "pilot" in out and "(60 trials)" in out
+    assert "each further seed" in out and "(10 trials)" in out and "at the cap of 16 seeds" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
