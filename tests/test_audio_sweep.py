@@ -26,15 +26,6 @@ def write_libritts(root, layout: dict[str, list[str]], seconds: float) -> None:
             soundfile.write(str(folder / f"{speaker}_100_000001_000000.wav"), wave.astype(np.float32), 24_000)
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
 def test_tiny_audio_sweep_lands_in_mlflow_with_audio_params_and_artifacts(local_ray, tracking_uri, tmp_path,
                                                                            monkeypatch):
     from mlflow import MlflowClient

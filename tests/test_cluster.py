@@ -40,21 +40,36 @@ TINY = ["--steps", "12", "--image-size", "16", "--width", "8", "--batch-size", "
         "--set", "probe_every=4", "--set", "dead_code_window=8"]
 
 
-def stop(process: subprocess.Popen) -> None:
-    """Stop a process this test started and everything in its session: SIGTERM, then SIGKILL."""
+#: Seconds between SIGTERM and SIGKILL. A `ray start --block` whose whole group got SIGTERM asks its
+#: (already stopping) GCS to drain the node and waits about 30 s for the RPC to time out; nothing it does
+#: in that time matters here, so what is left after this grace is killed.
+GRACE_S = 5
+
+
+def stop(*processes: subprocess.Popen) -> None:
+    """Stop processes this test started and everything in their sessions: SIGTERM, then SIGKILL to
+    whatever is left after GRACE_S. All of them at once, so they shut down side by side."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            process.poll()  # reap the leader, so that only live members keep the group
+        alive = []
+        for process in processes:
             try:
-                os.killpg(process.pid, 0)
+                os.killpg(process.pid, sig)
+                alive.append(process)
             except ProcessLookupError:
-                return
-            time.sleep(0.5)
+                pass
+        deadline = time.monotonic() + (GRACE_S if sig == signal.SIGTERM else 30)
+        while alive and time.monotonic() < deadline:
+            for process in list(alive):
+                process.poll()  # reap the leader, so that only live members keep the group
+                try:
+                    os.killpg(process.pid, 0)
+                except ProcessLookupError:
+                    alive.remove(process)
+            if alive:
+                time.sleep(0.1)
+        if not alive:
+            return
+        processes = tuple(alive)
 
 
 def wait_for_line(log: Path, text: str, process: subprocess.Popen, timeout: float = 120) -> str:
@@ -65,15 +80,18 @@ def wait_for_line(log: Path, text: str, process: subprocess.Popen, timeout: floa
             return content
         if process.poll() is not None:
             raise RuntimeError(f"{process.args[:3]} exited with {process.returncode}:\n{content[-3000:]}")
-        time.sleep(0.5)
+        time.sleep(0.1)
     raise TimeoutError(f"{text!r} not in {log} after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture
-def ray_cluster(tmp_path):
-    """A head node and a second node, one CPU each; yields the head's address."""
+def cluster_and_server(tmp_path):
+    """`vqbench server` on all interfaces, a Ray head node and a second node (one CPU each); yields the
+    head's address and the URI the server prints for workers. The server starts first and loads MLflow
+    while Ray starts; all of them are stopped together."""
     temp = Path(tempfile.mkdtemp(prefix="vqr", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     processes = []
+    server_log = tmp_path / "server.log"
 
     def ray_start(name: str, *args: str) -> None:
         log = tmp_path / f"ray-{name}.log"
@@ -84,32 +102,34 @@ def ray_cluster(tmp_path):
         wait_for_line(log, "Ray runtime started", processes[-1])
 
     try:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "benchmark.cli", "server", "--host", "0.0.0.0", "--port", str(free_port()),
+             "--backend-store-uri", f"sqlite:///{tmp_path / 'server' / 'mlflow.db'}"],
+            cwd=tmp_path, env=ENV, start_new_session=True, stdout=open(server_log, "w"), stderr=subprocess.STDOUT)
+        processes.append(server)
         port = free_port()
         ray_start("head", "--head", f"--port={port}", "--include-dashboard=false")
         address = f"{machine_address()}:{port}"
         ray_start("node", f"--address={address}")
-        yield address
+        content = wait_for_line(server_log, "export MLFLOW_TRACKING_URI=", server)
+        uri = content.split("export MLFLOW_TRACKING_URI=")[1].split()[0]
+        assert uri.startswith("http://") and "127.0.0.1" not in uri, "workers get an address they can reach"
+        yield address, uri
     finally:
-        for process in reversed(processes):
-            stop(process)
+        stop(*processes)
         shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture
-def tracking_server(tmp_path):
-    """`vqbench server` on all interfaces; yields the URI it prints for workers."""
-    log = tmp_path / "server.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "benchmark.cli", "server", "--host", "0.0.0.0", "--port", str(free_port()),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server' / 'mlflow.db'}"],
-        cwd=tmp_path, env=ENV, start_new_session=True, stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    try:
-        content = wait_for_line(log, "export MLFLOW_TRACKING_URI=", process)
-        uri = content.split("export MLFLOW_TRACKING_URI=")[1].split()[0]
-        assert uri.startswith("http://") and "127.0.0.1" not in uri, "workers get an address they can reach"
-        yield uri
-    finally:
-        stop(process)
+def ray_cluster(cluster_and_server):
+    """A head node and a second node, one CPU each; the head's address."""
+    return cluster_and_server[0]
+
+
+@pytest.fixture
+def tracking_server(cluster_and_server):
+    """`vqbench server` on all interfaces; the URI it prints for workers."""
+    return cluster_and_server[1]
 
 
 @pytest.mark.slow

@@ -165,12 +165,16 @@ def test_a_tracking_server_killed_and_restarted_mid_write_loses_nothing(tmp_path
 
 
 FIRST_WRITER = """
-import sys, time
+import pathlib, sys, time
 from benchmark.training.config import TrainConfig
 from benchmark.tracking.runs import RunTracking
 from benchmark.training.trainer import train
-start_at = float(sys.argv[2])
-time.sleep(max(0.0, start_at - time.time()))  # both processes reach the fresh store at the same moment
+# A barrier: once both processes have imported torch and MLflow, both reach the fresh store at the same moment.
+ready = pathlib.Path(sys.argv[2])
+(ready / sys.argv[3]).touch()
+deadline = time.monotonic() + 240
+while len(list(ready.iterdir())) < 2 and time.monotonic() < deadline:
+    time.sleep(0.002)
 config = TrainConfig(quantizer="vq", codebook_size=16, latent_dim=4, image_size=16, width=4, num_res_blocks=0,
                      steps=8, batch_size=8, warmup_steps=2, eval_samples=16, fid_samples=0, log_every=4,
                      probe_every=4, dead_code_window=8, seed=int(sys.argv[3]))
@@ -182,8 +186,9 @@ train(config, tracking=RunTracking(tracking_uri=sys.argv[1], experiment="first",
 @pytest.mark.slow
 def test_two_first_writers_of_a_fresh_store_both_succeed(tmp_path):
     uri = f"sqlite:///{tmp_path / 'fresh.db'}"
-    start_at = str(time.time() + 12)  # after both have imported torch and MLflow
-    processes = [subprocess.Popen([sys.executable, "-c", FIRST_WRITER, uri, start_at, str(seed)], cwd=REPO,
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    processes = [subprocess.Popen([sys.executable, "-c", FIRST_WRITER, uri, str(ready), str(seed)], cwd=REPO,
                                   env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                  for seed in (0, 1)]
     outputs = [p.communicate(timeout=300)[0] for p in processes]
@@ -205,15 +210,24 @@ def all_runs(uri: str):
     return client.search_runs(ids, run_view_type=ViewType.ALL, max_results=1000)
 
 
+def sweep_argv(tmp_path, uri: str, *argv: str) -> list[str]:
+    """`vqbench sweep`'s arguments (after the program name)."""
+    return ["sweep", *argv, "--storage-path", str(tmp_path / "runs"), "--tracking-uri", uri, "--no-system-metrics",
+            "--num-cpus", "1"]
+
+
 def sweep_command(tmp_path, uri: str, *argv: str) -> list[str]:
-    return [sys.executable, "-m", "benchmark.cli", "sweep", *argv, "--storage-path", str(tmp_path / "runs"),
-            "--tracking-uri", uri, "--no-system-metrics", "--num-cpus", "1"]
+    return [sys.executable, "-m", "benchmark.cli", *sweep_argv(tmp_path, uri, *argv)]
 
 
 @pytest.mark.slow
 def test_a_second_driver_is_refused_with_the_holders_pid_and_sigterm_ends_the_sweep_killed(
-        tracking_uri, tmp_path):
+        local_ray, tracking_uri, tmp_path, capsys):
+    """The first driver is its own process; the second driver and the resume are `vqbench sweep` run in
+    this process (another pid than the holder's; the resume uses the session's local Ray)."""
     from mlflow.tracking import MlflowClient
+
+    from benchmark.cli import main
 
     MlflowClient(tracking_uri).search_experiments()
     sweep_file = tmp_path / "sweep.yaml"
@@ -232,10 +246,10 @@ def test_a_second_driver_is_refused_with_the_holders_pid_and_sigterm_ends_the_sw
                 break
             time.sleep(0.5)
         assert first.poll() is None, log.read_text()[-3000:]
-        second = subprocess.run(sweep_command(tmp_path, tracking_uri, "--resume", "held"), cwd=REPO, env=ENV,
-                                capture_output=True, text=True, timeout=120)
-        assert second.returncode == 2
-        assert f"pid {first.pid}" in second.stderr and "--resume held" in second.stderr
+        capsys.readouterr()
+        assert main(sweep_argv(tmp_path, tracking_uri, "--resume", "held")) == 2
+        refused = capsys.readouterr().err
+        assert f"pid {first.pid}" in refused and "--resume held" in refused
         first.send_signal(signal.SIGTERM)  # the driver only (a scheduler stopping the job)
         assert first.wait(timeout=180) == 130
     finally:
@@ -249,21 +263,10 @@ def test_a_second_driver_is_refused_with_the_holders_pid_and_sigterm_ends_the_sw
     killed = [r for r in runs if r.info.status == "KILLED" and r.data.tags.get(keys.TAG_KIND) == "trial"]
     assert all("resumed sweep reruns it" in r.data.tags["mlflow.note.content"] for r in killed), "KILLED, with why"
 
-    resumed = subprocess.run(sweep_command(tmp_path, tracking_uri, "--resume", "held"), cwd=REPO, env=ENV,
-                             capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert main(sweep_argv(tmp_path, tracking_uri, "--resume", "held")) == 0, capsys.readouterr()
     kids = [r for r in all_runs(tracking_uri) if r.data.tags.get(PARENT_RUN_TAG) == parent.info.run_id
             and r.info.lifecycle_stage == "active"]
     assert sorted(r.info.status for r in kids) == ["FINISHED", "FINISHED"]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
 
 
 def test_a_finished_trial_whose_run_went_missing_is_rerun_on_resume_and_a_diverged_one_is_not(

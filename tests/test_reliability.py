@@ -294,15 +294,6 @@ def test_an_experiment_with_a_local_artifact_location_is_refused_on_a_cluster(tr
         cluster.check_artifact_location(client, created, "made-before-the-server")
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
 def test_every_node_checks_the_store_answers_before_the_first_trial(local_ray, mlflow_server):
     assert cluster.check_nodes_reach_store(mlflow_server[0]) == 1
     with pytest.raises(ValueError, match="does not answer from every Ray node"):

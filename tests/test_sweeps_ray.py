@@ -1,7 +1,7 @@
 """Sweeps end to end: real local Ray Tune, the real trainer, a real SQLite MLflow store.
 
-One Ray session is shared by the module (Ray starts in about 4 s). Budgets are tiny: 16-pixel images, a
-width-8 backbone, a few steps, no rFID.
+One Ray session is shared with the other modules that need it (conftest.local_ray; Ray starts in about
+4 s). Budgets are tiny: 16-pixel images, a width-8 backbone, a few steps, no rFID.
 """
 from __future__ import annotations
 
@@ -23,15 +23,6 @@ TINY_BUDGET = {"image_size": 16, "width": 8, "num_res_blocks": 0, "num_downsampl
                "batch_size": 8, "warmup_steps": 2, "eval_samples": 32, "fid_samples": 0, "log_every": 4,
                "probe_every": 4, "dead_code_window": 8}
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
 
 
 def settings(tmp_path, uri, **changes) -> SweepSettings:
@@ -129,7 +120,8 @@ def test_a_killed_sweep_resumes_without_rerunning_or_duplicating(local_ray, trac
     sweep_file = tmp_path / "sweep.yaml"
     # enough steps that a trial runs for seconds: the kill lands inside one
     budget = ", ".join(f"{k}: {v}" for k, v in {**TINY_BUDGET, "steps": 400}.items())
-    sweep_file.write_text(f"quantizers: [vq, simvq]\ncodebook_sizes: [16, 32]\nlatent_dims: [4]\n"
+    # three trials (one CPU): at the kill, one is finished, one running and one still waiting
+    sweep_file.write_text(f"quantizers: [vq, simvq, ema]\ncodebook_sizes: [16]\nlatent_dims: [4]\n"
                           f"seeds: [0]\nbudget: {{{budget}}}\n")
     storage = tmp_path / "runs"
     log = open(tmp_path / "sweep.log", "w")
@@ -163,13 +155,13 @@ def test_a_killed_sweep_resumes_without_rerunning_or_duplicating(local_ray, trac
     assert finished_before and running_before, (tmp_path / "sweep.log").read_text()[-3000:]
 
     outcome = resume_sweep("killed", settings(tmp_path, tracking_uri))
-    assert outcome.parent_status == "FINISHED" and outcome.counts == {"FINISHED": 4}
+    assert outcome.parent_status == "FINISHED" and outcome.counts == {"FINISHED": 3}
     runs = all_runs(tracking_uri)
     parents = [r for r in runs if r.data.tags.get(keys.TAG_KIND) == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED", "the same parent run is reused"
     kids = children(runs, outcome.parent_run_id)
-    assert len(kids) == 4 and all(r.info.status == "FINISHED" for r in kids)
-    assert len({r.data.tags[keys.TAG_TRIAL_KEY] for r in kids}) == 4, "exactly one run per trial"
+    assert len(kids) == 3 and all(r.info.status == "FINISHED" for r in kids)
+    assert len({r.data.tags[keys.TAG_TRIAL_KEY] for r in kids}) == 3, "exactly one run per trial"
     live_ids = {r.info.run_id for r in kids}
     assert set(finished_before) <= live_ids, "a trial finished before the kill is not rerun"
     assert not set(running_before) & live_ids, "the killed attempt's run is retired"

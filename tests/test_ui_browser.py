@@ -31,17 +31,10 @@ TINY_BUDGET = {"image_size": 16, "width": 8, "num_res_blocks": 0, "num_downsampl
 
 
 @pytest.fixture
-def tiny_sweep(tracking_uri, tmp_path):
-    import ray
-
+def tiny_sweep(local_ray, tracking_uri, tmp_path):
     grid = SweepGrid(["vq", "simvq"], [16, 32], [4], [0], base=base_config(TINY_BUDGET))
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        outcome = start_sweep(grid, name="browser-sweep", experiment="ui-test", settings=SweepSettings(
-            storage_path=str(tmp_path / "runs"), tracking_uri=tracking_uri, log_system_metrics=False,
-            verbose=0))
-    finally:
-        ray.shutdown()
+    outcome = start_sweep(grid, name="browser-sweep", experiment="ui-test", settings=SweepSettings(
+        storage_path=str(tmp_path / "runs"), tracking_uri=tracking_uri, log_system_metrics=False, verbose=0))
     assert outcome.counts == {"FINISHED": 4}
     return outcome, [trial.run_name for trial in expand_grid(grid).trials]
 
