@@ -17,11 +17,16 @@ def trend_section(trends: pd.DataFrame) -> list[str]:
     lines = ["## Does utilization collapse as the codebook grows?", "",
              f"Holm family: the {int(trends['p'].notna().sum())} Spearman tests below (one per quantizer). "
              "drop = mean utilization at the smallest K − at the largest K, paired by seed, with its t-interval "
-             "(drop n = seeds with both sizes).", ""]
+             "(drop n = seeds with both sizes). codes = the mean count of used codes (utilization × K) at the "
+             "smallest and the largest K; codes slope = the log-log slope of that count against K over every run "
+             "(descriptive, no test: 1 = the count keeps pace with K, 0 = the same number of codes whatever K), "
+             "since a fraction can fall while the count still grows.", ""]
     if trends.empty:
         return lines + ["No quantizer has utilization at two or more codebook sizes.", ""]
     shown = trends.rename(columns={"n": "points", "n_sizes": "sizes", "mean_at_smallest": "at smallest K",
-                                   "mean_at_largest": "at largest K", "drop_ci_low": "drop CI low",
+                                   "mean_at_largest": "at largest K", "codes_at_smallest": "codes at smallest K",
+                                   "codes_at_largest": "codes at largest K", "codes_slope": "codes slope",
+                                   "drop_ci_low": "drop CI low",
                                    "drop_ci_high": "drop CI high", "drop_n": "drop n", "min_effect": "min effect",
                                    "rho": "ρ", "p_holm": "p (Holm)"})
     return lines + [markdown_table(shown), ""]

@@ -35,8 +35,8 @@ ADD_SEEDS = "add seeds"
 NO_TREND = "no trend"
 INSUFFICIENT = "insufficient data"
 
-TREND_COLUMNS = ["quantizer", "metric", "n", "n_sizes", "mean_at_smallest", "mean_at_largest", "drop",
-                 "drop_ci_low", "drop_ci_high", "drop_n", "min_effect", "rho", "p", "p_holm", "verdict", "note"]
+TREND_COLUMNS = ["quantizer", "metric", "n", "n_sizes", "mean_at_smallest", "mean_at_largest", "codes_at_smallest",
+                 "codes_at_largest", "codes_slope", "drop", "drop_ci_low", "drop_ci_high", "drop_n", "min_effect", "rho", "p", "p_holm", "verdict", "note"]
 
 
 def utilization_metric(frame: pd.DataFrame) -> str:
@@ -78,6 +78,24 @@ def _drop(points: pd.DataFrame, smallest, largest) -> tuple[float, float, float,
         return mean_ci(paired)
     at = points.groupby("codebook_size_requested")["value"].mean()
     return float(at[smallest] - at[largest]), math.nan, math.nan, 0
+
+
+def _codes_used(part: pd.DataFrame, sizes: list) -> tuple[float, float, float]:
+    """Mean count of used codes (utilization x K) at the smallest and the largest requested K, and the
+    log-log slope of the count against K over every run (descriptive: 1 = the count grows as fast as K, a
+    constant utilization; 0 = a fixed number of codes whatever K). Utilization as a fraction can fall while
+    the count of used codes still grows, so the report shows both."""
+    if "utilization" not in part:
+        return math.nan, math.nan, math.nan
+    runs = part.dropna(subset=["utilization"])
+    counts = runs["utilization"] * runs["codebook_size"]
+    at = counts.groupby(runs["codebook_size_requested"]).mean()
+    usable = counts > 0
+    slope = math.nan
+    if runs.loc[usable, "codebook_size"].nunique() >= 2:
+        slope = float(np.polyfit(np.log2(runs.loc[usable, "codebook_size"].astype(float)),
+                                 np.log2(counts[usable].astype(float)), 1)[0])
+    return float(at.get(sizes[0], math.nan)), float(at.get(sizes[-1], math.nan)), slope
 
 
 def _convergence_note(part: pd.DataFrame, largest) -> tuple[bool, int, str]:
@@ -135,6 +153,7 @@ def size_trends(frame: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
                "mean_at_smallest": float(at[sizes[0]]), "mean_at_largest": float(at[sizes[-1]]),
                "drop": math.nan, "drop_ci_low": math.nan, "drop_ci_high": math.nan, "drop_n": 0,
                "min_effect": minimum_effect(float(at[sizes[0]])), "rho": math.nan, "p": math.nan,
+               **dict(zip(("codes_at_smallest", "codes_at_largest", "codes_slope"), _codes_used(part, sizes))),
                "verdict": "", "note": ""}
         capped = [k for k in capped_sizes(part) if k in sizes]
         state = {"capped": capped, "unconverged": False, "stuck": 0, "notes": [], "floor": None}

@@ -280,3 +280,16 @@ def test_pooling_refuses_different_probe_settings():
         check_poolable(base)
     with pytest.raises(ValueError, match="different probe_every"):
         check_poolable(base.assign(dead_code_window=100, probe_every=[25, 50]))
+
+
+def test_the_trend_table_counts_used_codes_and_their_log_log_slope_beside_the_fraction():
+    """A fraction that halves while K grows 16x is a count that grows 8x (slope 3/4); a fixed number of used
+    codes reads slope 0; a fraction kept at every size reads slope 1."""
+    growing = trend_frame({64: [0.5, 0.5], 1024: [0.25, 0.25]}, "grows")
+    fixed = trend_frame({64: [0.5, 0.5], 1024: [0.03125, 0.03125]}, "fixed")
+    kept = trend_frame({64: [0.5, 0.51], 1024: [0.5, 0.49]}, "kept")
+    trends = size_trends(pd.concat([growing, fixed, kept])).set_index("quantizer")
+    assert trends.loc["grows", ["codes_at_smallest", "codes_at_largest"]].tolist() == [32.0, 256.0]
+    assert trends.loc["grows", "codes_slope"] == pytest.approx(0.75)
+    assert trends.loc["fixed", "codes_slope"] == pytest.approx(0.0, abs=1e-12)
+    assert trends.loc["kept", "codes_slope"] == pytest.approx(1.0, abs=0.01)
