@@ -260,10 +260,13 @@ class IndexBackpropagationQuantizer(Quantizer):
     def forward(self, z: Tensor) -> QuantizerOutput:
         self.check_input(z)
         flat = z.reshape(-1, self.dim)
-        codebook = self.embedding
-        indices = nearest_code(flat, codebook, codebook_sq_norms=codebook.new_zeros(self.codebook_size))
-        hard = F.embedding(indices, codebook)                      # hard one-hot times C: gradient hard^T g
-        index_path, sample_entropy, mean_probs = self.soft_terms(flat)
+        indices = nearest_code(flat, self.embedding, codebook_sq_norms=self.embedding.new_zeros(self.codebook_size))
+        return self.assemble(z, indices, *self.soft_terms(flat))
+
+    def assemble(self, z: Tensor, indices: Tensor, index_path: Tensor | None, sample_entropy: Tensor | None,
+                 mean_probs: Tensor | None) -> QuantizerOutput:
+        """The output and the losses from the selected ``indices`` (flat) and :meth:`soft_terms`' values."""
+        hard = F.embedding(indices, self.embedding)                # hard one-hot times C: gradient hard^T g
         quantized = hard if index_path is None else hard + index_path  # value exactly hard
         quantized, hard = quantized.view_as(z), hard.view_as(z)
 

@@ -1,114 +1,23 @@
-"""Index Backpropagation Quantization (IBQ): straight-through on the categorical distribution over all
-codes, so every code receives a gradient at every step, as long as its softmax probability does not
-underflow (see the caveat below).
-
-Shi, Luo, Ge, Yang, Shan, Wang, "Scalable Image Tokenization with Index Backpropagation Quantization"
-(arXiv 2412.02692), the method section (index backpropagation; double quantization loss). With logits
-``l = z C^T`` over all K codes,
-
-    soft = softmax(l),   hard = one_hot(argmax l),   ind = hard - sg(soft) + soft,   z_q = ind C,
-
-so the forward value is the selected code and the gradient flows through ``soft`` into z and into *every*
-code (the joint optimization of codebook and encoder that avoids VQ's partial updates). The loss is the
-paper's double quantization loss plus VQ's terms and, as in every released config, MAGVIT-v2's entropy
-penalty:
-
-    L = ||z_q - z||^2                          ("double_quantization": z_q with IBQ's gradient)
-      + ||sg(hard C) - z||^2                   ("commitment", weight 1)
-      + beta * ||hard C - sg(z)||^2            ("codebook", beta = 0.25)
-      + entropy_weight * (sample_minimization_weight * E[H(p)] - batch_maximization_weight * H(E[p]))
-        with p = softmax(l / entropy_temperature)                                       ("entropy")
-
-Read in the authors' code (github.com/TencentARC/SEED-Voken, commit b9a17ea):
-``src/IBQ/modules/vqvae/quantize.py`` L429-466 (``IndexPropagationQuantize.forward``: logits L433, soft and
-hard one-hot L439-448, the three quantization terms L453-454), L343-372 (``compute_entropy_loss``: the
-``eps = 1e-5`` inside the batch entropy's log), L386 (codes ``nn.Embedding``'s default N(0, 1) init);
-``configs/IBQ/gpu/imagenet_ibqgan_16384.yaml`` L51-64 (``entropy_loss_weight: 0.05``, temperature 0.01,
-both entropy weights 1, beta 0.25; the 1024, 8192 and 262144 configs are the same), and
-``src/IBQ/modules/losses/vqperceptual.py`` L181-182 (how the entropy weight is applied).
-
-Option names are the official ones where it has them (``beta``, ``entropy_temperature``,
-``sample_minimization_weight``, ``batch_maximization_weight``); ``entropy_weight`` is the loss config's
-``entropy_loss_weight`` (0 switches the entropy terms off, the code's ``use_entropy_loss=False``).
-
-How it is computed here (same values and gradients, less memory):
-
-- The index is ``argmax_k z.c_k`` (a dot product, not the nearest code), found by the blocked
-  :func:`~quantizers.search.nearest_code` with zero code norms: ``argmin_k (0 - 2 z.c_k)``.
-- The output is ``C[index] + (soft - sg(soft)) sg(C)``: the second term is exactly zero in value, so the
-  output equals the code to the bit, and its gradient is the official one (the official
-  ``(hard - sg(soft) + soft) C`` gives C the gradient ``hard^T g`` plus a term whose value is zero).
-- Everything N x K (logits, both softmaxes, the entropy terms) is computed in row chunks of at most
-  :data:`CHUNK_ELEMENTS` values by :class:`_SoftTerms`, an autograd.Function with a hand-written backward.
-  Forward: one GEMM per chunk and PyTorch's fused log_softmax / softmax kernels for the entropy terms
-  (nothing N x K is kept). Backward recomputes each chunk's logits with one GEMM and forms the whole logit
-  gradient with softmax's own backward kernel, ``softmax'(l)[g C^T] + softmax'(l/T)[u - a log p] / T``,
-  then ``dz = G C`` and ``dC += G^T z``: four GEMMs per chunk and no autograd graph over N x K tensors, so
-  memory is O(chunk x K + K x dim). Values and gradients equal the textbook N x K formulation up to the
-  order of fp32 sums (tests/test_ibq_speed_equivalence.py: rtol 1e-5, atol 1e-6 of the largest gradient).
-  The work stays N x K x dim: IBQ is N x K by nature.
-
-Caveat, "every code gets a gradient": code k's gradient is a sum over tokens of terms proportional to
-``softmax(l)_k`` and ``softmax(l / T)_k``. In fp32 these underflow to exactly 0 once code k's logit is about
-104 (times T for the entropy softmax) below the row's best, so with large latents codes far from every token
-get exactly zero gradient, as in the official code. Measured (one step, K = 4096, dim 64, N(0, 1) codes,
-latents N(0, 30^2); ``results/speed_ibq/measure_ibq.py --underflow-only``): with N = 1024 tokens 3,072 of the
-4,096 codes got an exactly zero gradient (1,024 kept one); with N = 8192 tokens every code was within reach
-of some token and none did; with N(0, 1) latents none did at either N.
-
-Speed (results/speed_ibq/README.md: CPU, one thread, fp32, N = 8192, dim 64, forward + backward of
-``quantized.square().mean() + loss``, medians on the shared 2-core machine; "floor" is vqbench's tiled
-N x K x d matmul, forward only):
-
-    K        this module            before (checkpointed autograd, a1a0cfd)   this / floor
-    2^12     1.8 s,  +0.30 GiB      5.1 s,  +0.58 GiB                         21x
-    2^14     3.6 s,  +0.30 GiB      14 s,   +0.58 GiB                         11x
-    2^16     14 s,   +0.32 GiB      64 s,   +0.63 GiB                         16x (4.5x matmul + its backward)
-
-Of the six N x K x d GEMMs per step (the search, the forward's logits, backward's logits, g C^T, G C and
-G^T z) all but the search run on (rows, K) chunks that do not fit in cache, and profiled at 2-3x the tiled
-floor's time each; that, not the softmax kernels, is most of the remaining gap.
-
-The official formulation (full N x K tensors) passes 24 GiB at about K = 87,000 (between 2^16 and 2^17) for
-this N. Here memory stays flat until the K x dim state dominates (parameter, gradient, two Adam moments and
-a few K-sized temporaries, about 2 KiB per code at dim 64): 24 GiB at roughly K = 10^7. Time grows linearly
-in K, so IBQ at large K needs an accelerator. Timings vary by up to 2x with the load other users put on the
-machine; the memory figures do not.
+"""The rejected tiled IBQ: :class:`quantizers.ibq.IndexBackpropagationQuantizer` with its N x K terms computed
+by the cache-sized tiles of ``ibq_tiles.py`` (the index search fused into the first logits pass) instead of
+row chunks. Same values; 8 N x K x d GEMMs a step instead of 6; measured no faster (../README.md).
+Only the soft terms differ: the output and the losses are the quantizer's own :meth:`assemble`.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .base import Quantizer, QuantizerOutput, check_float
-from .registry import register
-from .ibq_tiles import backward_tiles, forward_tiles
-from .search import nearest_code
-
-#: Values per (rows, K) chunk buffer: 2^24 fp32 = 64 MiB; forward allocates three, backward four, once per call,
-#: and reuses them for every chunk. Above glibc's largest
-#: mmap threshold (32 MiB), so every chunk tensor is returned to the OS when freed; 16 MiB chunks were
-#: recycled through the heap and fragmented it (peak resident memory then grew with K again).
-CHUNK_ELEMENTS = 1 << 24
-#: inside the batch entropy's log, as in the official ``compute_entropy_loss``
-BATCH_ENTROPY_EPS = 1e-5
+from ibq_tiles import backward_tiles, forward_tiles
+from quantizers.base import QuantizerOutput
+from quantizers.ibq import CHUNK_ELEMENTS, IndexBackpropagationQuantizer
 
 
-class _SoftTerms(torch.autograd.Function):
-    """IBQ's N x K terms, tiled (:mod:`quantizers.ibq_tiles`), with a hand-written backward.
-
-    Outputs: the zero-valued soft path ``(soft - sg(soft)) sg(C)`` ``(N, d)``; when ``with_entropy`` the
-    summed per-row entropy of ``p = softmax(l / T)`` and ``p``'s column sums ``(K,)`` (zeros otherwise); and
-    the indices (first argmax of ``l``, found in the same pass, not differentiable). Backward forms
-
-        G = softmax'(l) [g C^T]  +  softmax'(l / T) [u - a log p] / T,    p = softmax(l / T)
-
-    (``softmax'(x) [v] = s * (v - <s, v>)``; ``g`` is the soft path's upstream gradient, ``u`` the column sums',
-    ``a`` the entropy sum's: dH/dx = -p (x - E_p x), and a per-row constant in ``v`` cancels, so ``log p``
-    stands for ``x``) tile by tile, then ``dz = G C`` and ``dC += G^T z``.
-    """
+class _TiledSoftTerms(torch.autograd.Function):
+    """quantizers.ibq._SoftTerms' outputs plus the indices (the first argmax of ``l``, found in the same pass,
+    not differentiable), tile by tile; backward forms the same logit gradient G from the forward's row
+    statistics, then ``dz = G C`` and ``dC += G^T z``."""
 
     @staticmethod
     def forward(ctx, flat: Tensor, codebook: Tensor, temperature: float, with_entropy: bool):
@@ -139,84 +48,24 @@ class _SoftTerms(torch.autograd.Function):
         return grad_z, grad_codebook, None, None
 
 
-@register("ibq")
-class IndexBackpropagationQuantizer(Quantizer):
-    """Straight-through on softmax(z C^T) over all codes: every code whose probability does not underflow
-    gets a gradient (IBQ, Shi et al. 2024)."""
-
-    learns_codebook_by_gradient = True
-    #: indices maximize z.c, they are not the nearest rows of codebook() (benchmark.evaluation.probes reads this)
-    searches_codebook = False
-
-    def __init__(self, dim: int, codebook_size: int, beta: float = 0.25, entropy_weight: float = 0.05,
-                 entropy_temperature: float = 0.01, sample_minimization_weight: float = 1.0,
-                 batch_maximization_weight: float = 1.0):
-        super().__init__(dim, codebook_size)
-        self.beta = check_float("beta", beta, minimum=0.0)
-        self.entropy_weight = check_float("entropy_weight", entropy_weight, minimum=0.0)
-        self.entropy_temperature = check_float("entropy_temperature", entropy_temperature, minimum=0.0,
-                                               inclusive=False)
-        self.sample_minimization_weight = check_float("sample_minimization_weight", sample_minimization_weight,
-                                                      minimum=0.0)
-        self.batch_maximization_weight = check_float("batch_maximization_weight", batch_maximization_weight,
-                                                     minimum=0.0)
-        self.embedding = nn.Parameter(torch.randn(self.codebook_size, self.dim))  # nn.Embedding's N(0, 1)
-
-    def codebook(self) -> Tensor:
-        return self.embedding
-
-    def indices_to_codes(self, indices: Tensor) -> Tensor:
-        return F.embedding(indices, self.embedding)
-
-    def soft_terms(self, flat: Tensor) -> tuple[Tensor | None, ...]:
-        """Tiled over ``flat`` ``(N, dim)`` and the codes: the soft path ``(N, dim)`` (None without autograd),
-        the mean per-token entropy and the mean code distribution ``(K,)`` (None when entropy is off), and
-        the indices found in the same pass (None when there is no pass: no autograd, no entropy)."""
-        codebook = self.embedding
-        with_index = torch.is_grad_enabled() and (flat.requires_grad or codebook.requires_grad)
-        with_entropy = self.entropy_weight > 0
-        if with_index:
-            index_path, sample_entropy, probs_sum, indices = _SoftTerms.apply(
-                flat, codebook, self.entropy_temperature, with_entropy)
-        elif with_entropy:
-            index_path = None
-            stats = forward_tiles(flat, codebook, self.entropy_temperature, True, CHUNK_ELEMENTS)
-            sample_entropy, probs_sum, indices = stats["entropy"].sum(), stats["probs_sum"], stats["index"]
-        else:
-            return None, None, None, None
-        if not with_entropy:
-            return index_path, None, None, indices
-        return index_path, sample_entropy / flat.shape[0], probs_sum / flat.shape[0], indices
+class TiledIBQ(IndexBackpropagationQuantizer):
+    """IBQ with tiled soft terms and the search fused into them (unregistered: a measured, rejected attempt)."""
 
     def forward(self, z: Tensor) -> QuantizerOutput:
         self.check_input(z)
         flat = z.reshape(-1, self.dim)
         codebook = self.embedding
-        # a subclass's soft_terms may return 3 values (results/speed_ibq/measure_ibq.py's "before"): search then
-        index_path, sample_entropy, mean_probs, *found = self.soft_terms(flat)
-        indices = found[0] if found and found[0] is not None else nearest_code(
-            flat, codebook, codebook_sq_norms=codebook.new_zeros(self.codebook_size))
-        hard = F.embedding(indices, codebook)                      # hard one-hot times C: gradient hard^T g
-        quantized = hard if index_path is None else hard + index_path  # value exactly hard
-        quantized, hard = quantized.view_as(z), hard.view_as(z)
-
-        losses = {
-            "double_quantization": F.mse_loss(quantized, z),
-            "commitment": F.mse_loss(z, hard.detach()),
-            "codebook": self.beta * F.mse_loss(hard, z.detach()),
-        }
-        if sample_entropy is not None:
-            batch_entropy = -(mean_probs * (mean_probs + BATCH_ENTROPY_EPS).log()).sum()
-            losses["entropy"] = self.entropy_weight * (self.sample_minimization_weight * sample_entropy
-                                                       - self.batch_maximization_weight * batch_entropy)
-        return QuantizerOutput(
-            quantized=quantized,
-            indices=indices.view(z.shape[:-1]),
-            loss=sum(losses.values()),
-            losses=losses,
-            codebook_size=self.codebook_size,
-        )
-
-    def extra_repr(self) -> str:
-        return (f"{super().extra_repr()}, beta={self.beta}, entropy_weight={self.entropy_weight}, "
-                f"entropy_temperature={self.entropy_temperature}")
+        with_index = torch.is_grad_enabled() and (flat.requires_grad or codebook.requires_grad)
+        with_entropy = self.entropy_weight > 0
+        if not (with_index or with_entropy):   # no N x K pass at all: the quantizer's own search
+            return super().forward(z)
+        if with_index:
+            index_path, sample_entropy, probs_sum, indices = _TiledSoftTerms.apply(
+                flat, codebook, self.entropy_temperature, with_entropy)
+        else:
+            index_path = None
+            stats = forward_tiles(flat, codebook, self.entropy_temperature, True, CHUNK_ELEMENTS)
+            sample_entropy, probs_sum, indices = stats["entropy"].sum(), stats["probs_sum"], stats["index"]
+        if not with_entropy:
+            return self.assemble(z, indices, index_path, None, None)
+        return self.assemble(z, indices, index_path, sample_entropy / flat.shape[0], probs_sum / flat.shape[0])

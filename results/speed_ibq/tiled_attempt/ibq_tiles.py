@@ -1,4 +1,4 @@
-"""IBQ's N x K terms in cache-sized (rows x codes) tiles, flash-attention style (used by :mod:`quantizers.ibq`).
+"""IBQ's N x K terms in cache-sized (rows x codes) tiles, flash-attention style (used by ``ibq_tiled.py`` beside it; a rejected attempt, see ../README.md).
 
 Nothing N x K and no (rows, K) chunk exists: every tile of logits ``l = z C^T`` (at most :data:`TILE_ROWS` x
 :data:`TILE_CODES`, 2 MiB of fp32) is formed, used and overwritten while it is in L2. A softmax over a row
@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .search import first_argmin
+from quantizers.search import first_argmin
 
 #: Tile shape: 512 x 1024 fp32 = 2 MiB per buffer (three buffers).
 TILE_ROWS = 512

@@ -8,36 +8,18 @@ import json
 import statistics
 import sys
 import time
-import types
 from pathlib import Path
 
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[2]))
+sys.path[:0] = [str(HERE), str(HERE.parents[2])]   # ibq_tiles / ibq_tiled beside this file, the repository
 torch.set_num_threads(1)
 
 from benchmark.speed.floor import matmul_floor  # noqa: E402
+from ibq_tiled import TiledIBQ as Tiled  # noqa: E402
 from quantizers.ibq import IndexBackpropagationQuantizer as Current  # noqa: E402
 
-
-def _load(name: str, source: str, **names) -> types.ModuleType:
-    module = types.ModuleType(name)
-    module.__dict__.update(names)
-    exec(compile(source, name, "exec"), module.__dict__)
-    return module
-
-
-def _unregistered(source: str) -> str:
-    return (source.replace("from .base import", "from quantizers.base import")
-            .replace("from .registry import register", "register = lambda name: (lambda cls: cls)")
-            .replace("from .search import", "from quantizers.search import"))
-
-
-tiles = _load("ibq_tiles", _unregistered((HERE / "ibq_tiles.py").read_text()))
-sys.modules["ibq_tiles"] = tiles
-Tiled = _load("ibq_tiled", _unregistered((HERE / "ibq_tiled.py").read_text())
-              .replace("from .ibq_tiles import", "from ibq_tiles import")).IndexBackpropagationQuantizer
 N, D = 8192, 64
 
 
@@ -59,7 +41,7 @@ def equivalence(K):
     (a, gza, gca), (b, gzb, gcb) = make(Current, K)[1](), make(Tiled, K)[1]()
     rel = lambda x, y: float((x - y).abs().max() / y.abs().max())
     return {"K": K, "indices_equal": bool(torch.equal(a.indices, b.indices)),
-            "loss_rel": abs(float(b.loss) - float(a.loss)) / abs(float(a.loss)),
+            "loss_rel": abs(b.loss.item() - a.loss.item()) / abs(a.loss.item()),
             "grad_z_maxrel": rel(gzb, gza), "grad_codebook_maxrel": rel(gcb, gca)}
 
 
