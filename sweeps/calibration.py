@@ -36,66 +36,13 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import dataclass, field
 
-#: Seconds a trial spends outside its steps and evaluations: set-up, probes, MLflow writes, bookkeeping,
-#: worker scheduling (measured: results/throughput/profile_quick.md, about 1.3 s + scheduling).
-PER_TRIAL_OVERHEAD_S = 1.5
-#: Ray's start on a local machine (profile_quick.md: 17 core-s of Ray start, worker start-up and scheduling
-#: over 2 cores).
-RAY_STARTUP_S = 9.0
-#: A fresh worker's first trial: imports, the dataset load, first calls of the kernels (paid once per slot:
-#: the sweep reuses its workers; results/step_speed/README.md measured ~30 s of it at a busy factor of ~3.7).
-WORKER_STARTUP_S = 8.0
+from .estimate import PER_TRIAL_OVERHEAD_S, RAY_STARTUP_S, WORKER_STARTUP_S, Estimate
+
 #: Test samples an evaluation pass is timed on (scaled to the trial's sample: the passes are linear in it).
 EVAL_CALIBRATION_SAMPLES = 256
 #: The calibration's own time budget: past it, configurations are estimated from those already timed.
 DEFAULT_BUDGET_S = 20.0
-
-
-@dataclass
-class Estimate:
-    """The estimated wall time of a sweep and what it was computed from."""
-
-    wall_s: float
-    trials: int
-    slots: int
-    trial_s: list[float]                        # per trial, in the trials' order
-    step_s: dict[tuple, float]                  # cost key -> seconds per training step (timed or derived)
-    eval_s: dict[tuple, tuple[float, float]]    # (backbone, size) key -> (partial, full) evaluation seconds
-    calibration_s: float
-    measured: int                               # configurations timed
-    approximated: int                           # configurations derived from others (budget reached)
-    upper_bound: bool                           # some trial stops when converged: steps are the cap
-    busy_factor: float = 1.0                    # wall / CPU time of the timed steps: > 1 when the CPUs are shared
-    notes: list[str] = field(default_factory=list)
-
-    def line(self) -> str:
-        minutes = self.wall_s / 60
-        steps = sorted(self.step_s.items(), key=lambda item: item[1])
-        fastest, slowest = steps[0], steps[-1]
-        bound = "at most " if self.upper_bound else "~"
-        text = (f"estimated wall time {bound}{minutes:.1f} min on this machine ({self.trials} trials on "
-                f"{self.slots} parallel slot{'s' if self.slots != 1 else ''}; calibrated in {self.calibration_s:.0f} s: "
-                f"{fastest[1]:.3f} s/step ({_label(fastest[0])}) to {slowest[1]:.3f} s/step ({_label(slowest[0])}), "
-                f"evaluation {max(full for _, full in self.eval_s.values()):.1f} s at most per full pass; "
-                f"+{PER_TRIAL_OVERHEAD_S * self.busy_factor:.1f} s per trial, "
-                f"+{WORKER_STARTUP_S * self.busy_factor:.0f} s per worker, +{RAY_STARTUP_S * self.busy_factor:.0f} s Ray start")
-        if self.busy_factor > 1.2:
-            text += (f"; the CPUs were busy with other work during the calibration (it got 1/{self.busy_factor:.1f} "
-                     f"of its cores): times and fixed costs are for that load")
-        if self.approximated:
-            text += f"; {self.approximated} of {self.measured + self.approximated} configurations derived, not timed"
-        if self.upper_bound:
-            text += "; stop_when_converged trials counted at their step cap"
-        return text + ")"
-
-    def __str__(self) -> str:
-        return self.line()
-
-
-def _label(key: tuple) -> str:
-    return f"{key[0]} K={key[1]}"
 
 
 def cost_key(config) -> tuple:
@@ -293,10 +240,11 @@ def estimate_sweep(trials: list, cpus: int, cpus_per_trial: int = 1, *, steps: i
         partial, full = eval_s[_eval_key(config)]
         trial_s.append(config.steps * step_s[cost_key(config)] + (len(checkpoints) - 1) * partial + full
                        + per_trial_overhead_s * busy)
-    wall = (ray_startup_s + worker_startup_s * min(slots, len(trial_s))) * busy + _schedule(trial_s, slots)
-    return Estimate(wall_s=wall, trials=len(trials), slots=slots, trial_s=trial_s, step_s=step_s, eval_s=eval_s,
+    return Estimate(trials=len(trials), slots=slots, trial_s=trial_s, step_s=step_s, eval_s=eval_s,
                     calibration_s=calibration_s, measured=measured, approximated=len(distinct) - measured,
-                    upper_bound=any(c.stop_when_converged for c in configs), busy_factor=busy)
+                    upper_bound=any(c.stop_when_converged for c in configs), busy_factor=busy,
+                    ray_startup_s=ray_startup_s, worker_startup_s=worker_startup_s,
+                    per_trial_overhead_s=per_trial_overhead_s)
 
 
 def _derive(key: tuple, timed: dict[tuple, float]) -> float:
@@ -319,15 +267,6 @@ def _derive_eval(ekey: tuple, timed: dict[tuple, tuple[float, float]], decode_s:
     same_backbone = [v for k, v in timed.items() if k[:-3] == ekey[:-3]] or list(timed.values())
     partial = max(p for p, _ in same_backbone)
     return partial, partial + decode_s.get(ekey[:-3], max(f - p for p, f in same_backbone))
-
-
-def _schedule(durations: list[float], slots: int) -> float:
-    """Wall time of ``durations`` run in order, each on the slot that frees first."""
-    free = [0.0] * slots
-    for seconds in durations:
-        index = free.index(min(free))
-        free[index] += seconds
-    return max(free)
 
 
 def estimate_line(trials: list, cpus: int, cpus_per_trial: int = 1, **options) -> str:

@@ -159,7 +159,7 @@ def estimate_decide(design: dict, cpus: int, cpus_per_trial: int = 1) -> str:
     """The dry run's wall-time estimate of the whole experiment: one short calibration
     (:func:`sweeps.calibration.estimate_sweep`) of every stage's trials, then each stage scheduled on its own
     (stages run one after another, each trial at its cap: an upper bound when trials may stop early)."""
-    from .calibration import RAY_STARTUP_S, WORKER_STARTUP_S, _schedule, estimate_sweep
+    from .calibration import estimate_sweep
     from .grid import expand_grid
 
     pilot, cap = design["seeds"]["pilot"], design["seeds"]["max_seeds"]
@@ -168,11 +168,9 @@ def estimate_decide(design: dict, cpus: int, cpus_per_trial: int = 1) -> str:
     stages["pilot"] = expand_grid(seeds_grid(design, rates, 0, pilot)).trials
     stages["one more seed"] = expand_grid(seeds_grid(design, rates, pilot, pilot + 1)).trials
     estimate = estimate_sweep([t for trials in stages.values() for t in trials], cpus, cpus_per_trial)
-    slots, start = estimate.slots, 0
-    fixed = (RAY_STARTUP_S + WORKER_STARTUP_S * slots) * estimate.busy_factor
-    minutes = {}
+    minutes, start = {}, 0
     for name, trials in stages.items():
-        minutes[name] = (fixed + _schedule(estimate.trial_s[start:start + len(trials)], slots)) / 60
+        minutes[name] = estimate.wall_of(estimate.trial_s[start:start + len(trials)]) / 60
         start += len(trials)
     before_loop = minutes["lr"] + minutes["lr-paper"] + minutes["pilot"]
     lines = [f"estimated wall time on this machine, stage by stage (each trial at its {design['budget']['steps']}-step "
@@ -182,5 +180,5 @@ def estimate_decide(design: dict, cpus: int, cpus_per_trial: int = 1) -> str:
              f"({len(stages['one more seed'])} trials)",
              f"  total: {before_loop:.0f} min if the pilot's {pilot} seeds are enough, "
              f"{before_loop + (cap - pilot) * minutes['one more seed']:.0f} min at the cap of {cap} seeds",
-             "  (calibrated in " + estimate.line().split("calibrated in ", 1)[1]]
+             f"  ({estimate.calibration()})"]
     return "\n".join(lines)

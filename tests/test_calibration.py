@@ -7,12 +7,12 @@ import pytest
 
 from sweeps.calibration import (
     Estimate,
-    _schedule,
     calibration_order,
     cost_key,
     estimate_line,
     estimate_sweep,
 )
+from sweeps.estimate import schedule
 from sweeps.grid import SweepGrid, base_config, expand_grid
 
 TINY_BUDGET = {"image_size": 16, "width": 8, "num_res_blocks": 0, "num_downsamples": 2, "steps": 12,
@@ -73,8 +73,8 @@ def test_calibration_order_covers_sizes_then_quantizers():
 
 
 def test_schedule_deals_to_the_first_free_slot():
-    assert _schedule([3.0, 1.0, 1.0, 1.0], 2) == 3.0
-    assert _schedule([1.0, 1.0, 1.0], 1) == 3.0
+    assert schedule([3.0, 1.0, 1.0, 1.0], 2) == 3.0
+    assert schedule([1.0, 1.0, 1.0], 1) == 3.0
 
 
 def test_refuses_nonsense():
