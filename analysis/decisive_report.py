@@ -117,6 +117,21 @@ def curves_figure(curves: pd.DataFrame, design: dict, path: Path) -> Path:
     return path
 
 
+def seed_status(contrasts, design: dict, seeds: pd.Series) -> str:
+    """The seeds per arm and size, and whether the half-width target is met, the cap reached, or how many
+    seeds the loop asks for next (``seeds``: distinct seeds per (arm, size))."""
+    fewest, most = (int(seeds.min()), int(seeds.max())) if len(seeds) else (0, 0)
+    target, cap = design["seeds"]["target_half_width"], design["seeds"]["max_seeds"]
+    text = f"Seeds per arm and size: {fewest}–{most}; "
+    if all(c.half_width <= target for c in contrasts):
+        return text + f"every adjusted half-width is within the target {target}."
+    text += f"the target half-width {target} was **not** reached for every contrast "
+    if fewest >= cap:
+        return text + f"(the cap of {cap} seeds was reached)."
+    return text + (f"yet: the seed loop asks for {next_seed_count(contrasts, design, fewest)} seeds; rerun the "
+                   "same command with the same --name to add them (the experiment resumes).")
+
+
 def write_report(client, experiment: str, name: str, out_dir: str | Path) -> Path:
     """Write ``report.md``, ``trials.csv`` and the curves figure for decisive experiment ``name``."""
     out = Path(out_dir)
@@ -135,8 +150,6 @@ def write_report(client, experiment: str, name: str, out_dir: str | Path) -> Pat
                                                          & trials.quantizer.isin([c.plus, c.minus])].converged.eq(0).sum())
                    for c in contrasts}
     seeds = trials.groupby(["quantizer", "codebook_size"]).seed.nunique()
-    target = design["seeds"]["target_half_width"]
-    met = all(c.half_width <= target for c in contrasts)
     lines = [
         f"# The decisive experiment: {name}",
         "",
@@ -149,13 +162,7 @@ def write_report(client, experiment: str, name: str, out_dir: str | Path) -> Pat
         "at each trial's end point (stopped where its utilization levelled off under the slope rule, or at the "
         "cap: censored).",
         "",
-        f"Seeds per arm and size: {int(seeds.min()) if len(seeds) else 0}–{int(seeds.max()) if len(seeds) else 0}; "
-        + ("every adjusted half-width is within the target "
-           f"{target}." if met else f"the target half-width {target} was **not** reached for every contrast "
-           + (f"(the cap of {design['seeds']['max_seeds']} seeds was reached)." if len(seeds) and
-              int(seeds.min()) >= design['seeds']['max_seeds'] else
-              f"yet: the seed loop asks for {next_seed_count(contrasts, design, int(seeds.min()) if len(seeds) else 0)} "
-              "seeds; rerun the same command with the same --name to add them (the experiment resumes).")),
+        seed_status(contrasts, design, seeds),
         "",
         "## Verdicts",
         "",

@@ -36,7 +36,8 @@ NO_TREND = "no trend"
 INSUFFICIENT = "insufficient data"
 
 TREND_COLUMNS = ["quantizer", "metric", "n", "n_sizes", "mean_at_smallest", "mean_at_largest", "codes_at_smallest",
-                 "codes_at_largest", "codes_slope", "drop", "drop_ci_low", "drop_ci_high", "drop_n", "min_effect", "rho", "p", "p_holm", "verdict", "note"]
+                 "codes_at_largest", "codes_slope", "drop", "drop_ci_low", "drop_ci_high", "drop_n", "min_effect",
+                 "rho", "p", "p_holm", "verdict", "note"]
 
 
 def utilization_metric(frame: pd.DataFrame) -> str:
