@@ -45,6 +45,19 @@ def _centred_ranks(values: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def _every_arrangement(rx: np.ndarray, ry: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+    """``sum_c <rx_c, perm(ry_c)>`` for every combination of within-cell permutations, as one array: each
+    cell's dot products over its permutations, then their outer sum cell by cell (the same float sums, in
+    the same order, as looping over ``itertools.product``; 2.3 M Python iterations took 7 s in the quick
+    report)."""
+    totals = np.zeros(1)
+    for g in groups:
+        perms = np.array(list(itertools.permutations(range(len(g)))))
+        dots = (ry[g][perms] * rx[g]).sum(axis=1)
+        totals = np.add.outer(totals, dots).ravel()
+    return totals
+
+
 def within_cell_association(x, y, cells) -> CellTest:
     """Within-cell rank association of ``x`` with ``y`` (``cells``: one label per point); NaN where no
     cell holds two points with varying x and y."""
@@ -68,9 +81,7 @@ def within_cell_association(x, y, cells) -> CellTest:
     rho = float((rx * ry).sum() / scale)
     arrangements = math.prod(math.factorial(len(g)) for g in groups)
     if arrangements <= EXACT_MAX:
-        per_cell = [[ry[g][list(p)] for p in itertools.permutations(range(len(g)))] for g in groups]
-        stats_all = np.array([sum(float((rx[g] * arrangement).sum()) for g, arrangement in zip(groups, combo))
-                              for combo in itertools.product(*per_cell)]) / scale
+        stats_all = _every_arrangement(rx, ry, groups) / scale
         p = float((np.abs(stats_all) >= abs(rho) - 1e-12).mean())
         min_p = min(1.0, 2 / arrangements)
     else:
