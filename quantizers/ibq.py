@@ -70,7 +70,9 @@ G^T z) all but the search run on (rows, K) chunks that do not fit in cache, and 
 floor's time each; that, not the softmax kernels, is most of the remaining gap. Tiling over codes too
 (flash-attention style, every block in cache) was built and measured no faster (0.95-1.17x this module,
 results/speed_ibq/README.md): split rows need their softmax-backward constants before any block of G, which
-costs 8 GEMMs instead of 6 and reruns each softmax per pass. ~6x the floor would take a fused kernel.
+costs 8 GEMMs instead of 6 and reruns each softmax per pass. The six products alone, at this module's
+shapes, cost 10x the floor (``results/speed_ibq/lower_bound.py``), eight in-cache ones 8x: ~6x is not
+reachable exactly on this CPU; a fused kernel for the softmax work could bring 16x to about 8-10x.
 
 The official formulation (full N x K tensors) passes 24 GiB at about K = 87,000 (between 2^16 and 2^17) for
 this N. Here memory stays flat until the K x dim state dominates (parameter, gradient, two Adam moments and
