@@ -14,7 +14,7 @@ PACKAGES = ("quantizers", "benchmark", "analysis", "sweeps")
 #: Longest matching prefix wins. Same level may import each other, but not in a cycle.
 LEVELS = [
     ("quantizers", 0),
-    ("benchmark.files", 1), ("benchmark.device", 1), ("benchmark.tracking.keys", 1),
+    ("benchmark.files", 1), ("benchmark.device", 1), ("benchmark.registry", 1), ("benchmark.tracking.keys", 1),
     ("benchmark.data", 2), ("benchmark.models", 2),
     ("benchmark.tracking", 3), ("benchmark.evaluation", 3),
     ("benchmark.training", 4), ("benchmark.speed", 4),

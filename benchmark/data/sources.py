@@ -12,12 +12,12 @@ LibriTTS's layout included). Nothing is downloaded when ``VQBENCH_OFFLINE=1`` is
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Callable
 
 from benchmark.data.dataset import Dataset
 from benchmark.files import resolve_cache_dir
+from benchmark.registry import LazyRegistry
 
 #: Modules that register sources, imported on first lookup. A new source: one module + one name here.
 SOURCE_MODULES = ("photos", "fashion_mnist", "cifar10", "folder", "speech", "audio_folder")
@@ -45,40 +45,26 @@ class Source:
     description: str = ""
 
 
-_SOURCES: dict[str, Source] = {}
-_imported = False
+_SOURCES: LazyRegistry[Source] = LazyRegistry("data source", "benchmark.data", SOURCE_MODULES, option="dataset")
 
 
 def register_source(name: str, *, modality: str, needs_data_dir: bool = False, description: str = ""):
     """Decorator: make ``load(request, cache_dir) -> Dataset`` loadable as ``name``."""
 
     def decorate(load):
-        if name in _SOURCES and _SOURCES[name].load is not load:
-            raise ValueError(f"data source {name!r} is registered twice")
-        _SOURCES[name] = Source(name, modality, load, needs_data_dir, description)
+        _SOURCES.add(name, Source(name, modality, load, needs_data_dir, description),
+                     same=lambda old, new: old.load is new.load)
         return load
 
     return decorate
 
 
-def _import_sources() -> None:
-    global _imported
-    if not _imported:
-        for module in SOURCE_MODULES:
-            importlib.import_module(f"benchmark.data.{module}")
-        _imported = True
-
-
 def available_sources() -> tuple[str, ...]:
-    _import_sources()
-    return tuple(_SOURCES)
+    return _SOURCES.names()
 
 
 def get_source(name: str) -> Source:
-    _import_sources()
-    if name not in _SOURCES:
-        raise ValueError(f"dataset must be one of {list(_SOURCES)}, got {name!r}")
-    return _SOURCES[name]
+    return _SOURCES.get(name)
 
 
 def load_dataset(name: str, request: DataRequest | None = None, **fields) -> Dataset:

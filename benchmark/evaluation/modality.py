@@ -7,13 +7,14 @@ looks the modality up by that name, so a new modality adds files and touches no 
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from benchmark.registry import LazyRegistry
 
 #: Modules that register modalities, imported on first lookup.
 MODALITY_MODULES = ("image_modality", "audio_modality")
@@ -40,23 +41,12 @@ class Modality:
         reconstruction, target)
 
 
-_MODALITIES: dict[str, Modality] = {}
-_imported = False
+_MODALITIES: LazyRegistry[Modality] = LazyRegistry("modality", "benchmark.evaluation", MODALITY_MODULES)
 
 
 def register_modality(modality: Modality) -> Modality:
-    if modality.name in _MODALITIES and _MODALITIES[modality.name] != modality:
-        raise ValueError(f"modality {modality.name!r} is registered twice")
-    _MODALITIES[modality.name] = modality
-    return modality
+    return _MODALITIES.add(modality.name, modality, same=lambda old, new: old == new)
 
 
 def get_modality(name: str) -> Modality:
-    global _imported
-    if not _imported:
-        for module in MODALITY_MODULES:
-            importlib.import_module(f"benchmark.evaluation.{module}")
-        _imported = True
-    if name not in _MODALITIES:
-        raise ValueError(f"modality must be one of {list(_MODALITIES)}, got {name!r}")
-    return _MODALITIES[name]
+    return _MODALITIES.get(name)

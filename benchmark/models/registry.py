@@ -7,9 +7,10 @@ module name in :data:`BACKBONE_MODULES`. Every backbone maps a modality's float 
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Callable
+
+from benchmark.registry import LazyRegistry
 
 #: Modules that register backbones, imported on first lookup. A new backbone: one module + one name here.
 BACKBONE_MODULES = ("conv2d", "patch_mlp", "codec1d")
@@ -33,8 +34,7 @@ def square_token_grid(config) -> int:
     return config.image_size // 2 ** config.num_downsamples
 
 
-_BACKBONES: dict[str, Backbone] = {}
-_imported = False
+_BACKBONES: LazyRegistry[Backbone] = LazyRegistry("backbone", "benchmark.models", BACKBONE_MODULES)
 
 
 def register_backbone(name: str, *, modality: str, tokens: Callable, token_grid: Callable | None = None,
@@ -42,30 +42,17 @@ def register_backbone(name: str, *, modality: str, tokens: Callable, token_grid:
     """Decorator: make ``build(config, channels) -> (encoder, decoder)`` buildable as ``name``."""
 
     def decorate(build):
-        if name in _BACKBONES and _BACKBONES[name].build is not build:
-            raise ValueError(f"backbone {name!r} is registered twice")
-        _BACKBONES[name] = Backbone(name, modality, build, tokens, token_grid or (lambda config: None),
-                                    description or (build.__doc__ or "").strip())
+        _BACKBONES.add(name, Backbone(name, modality, build, tokens, token_grid or (lambda config: None),
+                                      description or (build.__doc__ or "").strip()),
+                       same=lambda old, new: old.build is new.build)
         return build
 
     return decorate
 
 
-def _import_backbones() -> None:
-    global _imported
-    if not _imported:
-        for module in BACKBONE_MODULES:
-            importlib.import_module(f"benchmark.models.{module}")
-        _imported = True
-
-
 def available_backbones() -> tuple[str, ...]:
-    _import_backbones()
-    return tuple(_BACKBONES)
+    return _BACKBONES.names()
 
 
 def get_backbone(name: str) -> Backbone:
-    _import_backbones()
-    if name not in _BACKBONES:
-        raise ValueError(f"backbone must be one of {list(_BACKBONES)}, got {name!r}")
-    return _BACKBONES[name]
+    return _BACKBONES.get(name)
