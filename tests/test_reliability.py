@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import http.client
 import os
 import signal
 import socket
 import stat
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -24,6 +21,7 @@ from benchmark.cli import main
 from benchmark.tracking import keys, store
 from benchmark.tracking.ui import free_port, wait_until_serving
 from sweeps import cluster
+from sweeps.drill_proxy import CommitThenDieProxy, CreateFaultProxy
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING": "false"}
@@ -48,75 +46,22 @@ def stop(process: subprocess.Popen) -> None:
 
 
 # ---------------------------------------------------------------------------- a lossy path to a real server
-class LossyProxy:
-    """A loopback HTTP proxy (threads) in front of a real MLflow server. While ``drop`` > 0, a
-    ``runs/create`` is forwarded (the server commits the run) and its reply is dropped: the client's
-    connection closes without a byte, as when a network or a server dies at the wrong moment."""
+class LossyProxy(CreateFaultProxy):
+    """In front of a real MLflow server: while ``drop`` > 0, a ``runs/create`` is forwarded (the server
+    commits the run) and its reply is dropped, as when a network or a server dies at the wrong moment."""
 
     def __init__(self, upstream_port: int):
-        self.upstream, self.drop, self.creates, self.dropped = upstream_port, 0, 0, 0
-        self.lock = threading.Lock()
-        proxy = self
+        self.drop, self.creates, self.dropped = 0, 0, 0
+        super().__init__(upstream_port)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _body(self) -> bytes | None:
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    data = b""
-                    while True:
-                        size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                        if size == 0:
-                            self.rfile.readline()
-                            return data
-                        data += self.rfile.read(size)
-                        self.rfile.readline()
-                length = int(self.headers.get("Content-Length") or 0)
-                return self.rfile.read(length) if length else None
-
-            def forward(self):
-                body = self._body()
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("connection", "keep-alive", "transfer-encoding", "content-length")}
-                if body is not None:
-                    headers["Content-Length"] = str(len(body))
-                upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream, timeout=60)
-                upstream.request(self.command, self.path, body=body, headers=headers)
-                response = upstream.getresponse()
-                data = response.read()
-                upstream.close()
-                if self.command == "POST" and self.path.split("?")[0].endswith("/runs/create"):
-                    with proxy.lock:
-                        proxy.creates += 1
-                        lose = proxy.drop > 0
-                        if lose:
-                            proxy.drop -= 1
-                            proxy.dropped += 1
-                    if lose:  # committed upstream; the reply never arrives
-                        self.close_connection = True
-                        self.connection.shutdown(socket.SHUT_RDWR)
-                        return
-                self.send_response(response.status)
-                for name, value in response.getheaders():
-                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = forward
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.uri = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    def on_create(self) -> bool:
+        with self.lock:
+            self.creates += 1
+            lose = self.drop > 0
+            if lose:
+                self.drop -= 1
+                self.dropped += 1
+        return lose
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +114,26 @@ def test_a_lost_create_reply_leaves_exactly_one_run_child_and_parent(lossy, mlfl
         "one run per create, whatever the retries"
     assert not [r for r in runs if r.info.status == "RUNNING" and r.info.lifecycle_stage == "deleted"], \
         "a retired duplicate is never left RUNNING"
+
+
+def test_the_drills_commit_then_die_proxy_fires_after_the_commit_and_loses_that_reply_only(mlflow_server,
+                                                                                            monkeypatch):
+    from benchmark.tracking.runs import experiment_id
+
+    monkeypatch.setattr(store, "FIRST_DELAY_S", 0.05)
+    proxy = CommitThenDieProxy(mlflow_server[1])
+    try:
+        client = store.client(proxy.uri)
+        exp = experiment_id(client, "commit-then-die")
+        seen_at_fire = []
+        proxy.arm(lambda: seen_at_fire.append(len(every_run(mlflow_server[0], "commit-then-die"))))
+        run = client.create_run(exp, run_name="child")
+        client.create_run(exp, run_name="second")  # disarmed: its reply arrives
+        assert proxy.fired == 1 and seen_at_fire == [1], "the callback runs once, after the server committed"
+        active = [r for r in every_run(mlflow_server[0], "commit-then-die") if r.info.lifecycle_stage == "active"]
+        assert len(active) == 2 and run.info.run_id in {r.info.run_id for r in active}
+    finally:
+        proxy.close()
 
 
 def test_vqbench_train_through_a_lossy_path_leaves_one_finished_run(lossy, mlflow_server, capsys):
