@@ -4,6 +4,7 @@ is read from the source with ``ast``; a module may import only from its own leve
 modules may reach each other through imports (no cycles)."""
 from __future__ import annotations
 
+import dataclasses
 import ast
 from pathlib import Path
 
@@ -155,3 +156,28 @@ def test_a_toy_source_and_backbone_plug_in_by_registration_alone(tmp_path, monke
     metrics = train(config, progress=False).metrics
     assert metrics[keys.EVAL_TOKENS] == 8 * 36   # 8 test images x 6x6 tokens
     assert 0 < metrics[keys.EVAL_UTILIZATION] <= 1
+
+
+def test_the_axis_registries_refuse_a_second_entry_under_a_name_and_list_the_known_ones_on_a_miss():
+    from benchmark.data.sources import available_sources, get_source, register_source
+    from benchmark.evaluation.modality import get_modality, register_modality
+    from benchmark.models.registry import get_backbone, register_backbone
+
+    photos = get_source("photos")
+    register_source("photos", modality="image")(photos.load)   # a module imported again: the same entry
+    assert get_source("photos").load is photos.load
+    with pytest.raises(ValueError, match="data source 'photos' is registered twice"):
+        register_source("photos", modality="image")(lambda request, cache_dir: None)
+    with pytest.raises(ValueError, match=r"dataset must be one of \[.*'photos'.*\], got 'nope'"):
+        get_source("nope")
+    assert "speech" in available_sources()
+    with pytest.raises(ValueError, match="backbone 'conv2d' is registered twice"):
+        register_backbone("conv2d", modality="image", tokens=lambda config: 1)(lambda config, channels: None)
+    with pytest.raises(ValueError, match=r"backbone must be one of \[.*'patch-mlp'.*\], got 'nope'"):
+        get_backbone("nope")
+    image = get_modality("image")
+    assert register_modality(image) is image
+    with pytest.raises(ValueError, match="modality 'image' is registered twice"):
+        register_modality(dataclasses.replace(image, sample_noun="picture"))
+    with pytest.raises(ValueError, match=r"modality must be one of \['image', 'audio'\], got 'nope'"):
+        get_modality("nope")
