@@ -54,15 +54,32 @@ def skipped_lines(expansion: Expansion) -> list[str]:
     return [f"skipped {s.quantizer} K={s.codebook_size}: {s.reason}" for s in expansion.skipped]
 
 
+def data_and_backbone(base) -> tuple[str, str, str]:
+    """How the budget's data and backbone read for its modality: ("photos at 32 px" or "speech, 16,000-sample
+    clips at 16,000 Hz"; "backbone patch-mlp, width 128, ..."; "images" or "clips")."""
+    from benchmark.evaluation.modality import get_modality
+
+    modality = base.modality()
+    if modality == "image":
+        data = f"{base.dataset} at {base.image_size} px"
+        shape = f", {base.num_downsamples} downsamples"
+    else:
+        data = f"{base.dataset}, {base.clip_samples:,}-sample clips at {base.sample_rate:,} Hz"
+        shape = ""
+    backbone = (f"backbone {base.resolved_backbone()}, width {base.width}, {base.num_res_blocks} res block(s)"
+                + shape)
+    return data, backbone, f"{get_modality(modality).sample_noun}s"
+
+
 def budget_text(grid: SweepGrid, expansion: Expansion) -> str:
     b = budget(grid, expansion)
     base = grid.base
+    data, backbone, samples = data_and_backbone(base)
     return (f"{b['trials']} trials x {b['steps']} steps x batch {b['batch_size']} = "
             f"{b['samples_per_trial']:,} samples per trial, {b['total_samples']:,} in total\n"
-            f"data {base.dataset} {base.image_size}px; backbone width {base.width}, "
-            f"{base.num_res_blocks} res block(s), {base.num_downsamples} downsamples; {base.optimizer} lr "
-            f"{base.lr:g}; eval on {base.eval_samples or 'all test'} images at {base.eval_checkpoints} "
-            f"checkpoint(s), rFID/rKID on {base.fid_samples}")
+            f"data {data}; {backbone}; {base.optimizer} lr {base.lr:g}; eval on "
+            f"{base.eval_samples or 'all test'} {samples} at {base.eval_checkpoints} checkpoint(s), "
+            f"rFID/rKID on {base.fid_samples}")
 
 
 def dry_run_text(name: str, preset: str | None, grid: SweepGrid, expansion: Expansion) -> str:
@@ -100,6 +117,7 @@ def description_markdown(name: str, preset: str | None, grid: SweepGrid, expansi
     """The parent run's description (MLflow renders it as Markdown on the run page)."""
     b = budget(grid, expansion)
     base = grid.base
+    data, backbone, samples = data_and_backbone(base)
     lines = [
         f"## Sweep `{name}`" + (f" (preset `{preset}`)" if preset else ""),
         "",
@@ -109,10 +127,9 @@ def description_markdown(name: str, preset: str | None, grid: SweepGrid, expansi
         "",
         "**Budget, identical for every trial:** "
         f"{b['steps']} steps x batch {b['batch_size']} = {b['samples_per_trial']:,} samples "
-        f"({b['total_samples']:,} in total); data `{base.dataset}` at {base.image_size} px; backbone width "
-        f"{base.width}, {base.num_res_blocks} residual block(s), {base.num_downsamples} downsamples; "
-        f"AdamW lr {base.lr:g}, {base.warmup_steps} warm-up steps; evaluation on {base.eval_samples} test "
-        f"images, rFID/rKID on {base.fid_samples}.",
+        f"({b['total_samples']:,} in total); data {data}; {backbone}; {base.optimizer} lr {base.lr:g}, "
+        f"{base.warmup_steps} warm-up steps; evaluation on {base.eval_samples or 'all'} test {samples}, "
+        f"rFID/rKID on {base.fid_samples}.",
         "",
         "| # | quantizer | K | d | seed | note |",
         "|---|---|---|---|---|---|",

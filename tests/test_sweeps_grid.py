@@ -196,3 +196,15 @@ def test_bad_flags_are_clean_errors(capsys):
     assert "drop --steps" in capsys.readouterr().err
     assert main(["sweep", "--set", "steps", "--dry-run"]) == 2
     assert "FIELD=VALUE" in capsys.readouterr().err
+
+
+def test_the_budget_line_and_run_description_speak_of_the_presets_modality():
+    from sweeps.report import budget_text, description_markdown
+
+    for preset, says, never in [("quick", ["photos at 32 px", "backbone patch-mlp", "all test images"], "clips"),
+                                ("audio-quick", ["16,000-sample clips at 16,000 Hz", "backbone codec1d",
+                                                 "400 clips"], " px")]:
+        grid = get_preset(preset)
+        expansion = expand_grid(grid)
+        text = budget_text(grid, expansion) + description_markdown("s", preset, grid, expansion)
+        assert all(phrase in text for phrase in says) and never not in text, text
