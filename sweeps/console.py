@@ -1,6 +1,7 @@
 """What a sweep prints while it runs: one line per trial that ends, and a progress bar with an ETA.
 
     [ 3/20] simvq K=4096 d=32 seed=0   utilization 0.222   PSNR 24.13 dB   38 s   ETA 4 min
+    [ 9/20] simvq K=256 d=32 seed=1   utilization 0.176   SI-SNR -37.02 dB   43 s   ETA 1 min
     [ 4/20] vq K=16 d=4 seed=0   FAILED (not retried: the same error would recur): ValueError: beta must be >= 0
 
 Ray Tune calls :class:`TrialConsole` on the driver (a ``tune.Callback``). Every line carries the count
@@ -28,6 +29,17 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
+#: The reconstruction quality a trial line shows, by what the trial logged: images log PSNR, audio SI-SNR.
+QUALITY_SHOWN = ((keys.EVAL_PSNR, "PSNR"), (keys.EVAL_SI_SNR, "SI-SNR"))
+
+
+def quality_text(result: dict) -> str:
+    for key, label in QUALITY_SHOWN:
+        if result.get(key) is not None:
+            return f"{label} {result[key]:.2f} dB"
+    return "quality -"
+
+
 def trial_line(number: int, total: int, run_name: str, result: dict, eta: str | None) -> str:
     """The line of a trial that finished (or diverged)."""
     width = len(str(total))
@@ -37,11 +49,10 @@ def trial_line(number: int, total: int, run_name: str, result: dict, eta: str | 
     elif result.get(STATUS) == STATUS_FAILED:
         body = f"FAILED (not retried: the same error would recur): {result.get('error', 'unknown error')}"
     else:
-        utilization, psnr = result.get(keys.EVAL_UTILIZATION), result.get(keys.EVAL_PSNR)
-        seconds = result.get(keys.COST_WALL_TIME)
+        utilization, seconds = result.get(keys.EVAL_UTILIZATION), result.get(keys.COST_WALL_TIME)
         body = "   ".join([
             f"utilization {utilization:.3f}" if utilization is not None else "utilization -",
-            f"PSNR {psnr:.2f} dB" if psnr is not None else "PSNR -",
+            quality_text(result),
             duration(seconds) if seconds is not None else "-",
         ])
         if result.get(REUSED):

@@ -208,3 +208,15 @@ def test_the_budget_line_and_run_description_speak_of_the_presets_modality():
         expansion = expand_grid(grid)
         text = budget_text(grid, expansion) + description_markdown("s", preset, grid, expansion)
         assert all(phrase in text for phrase in says) and never not in text, text
+
+
+def test_a_trial_line_shows_the_quality_its_modality_logged():
+    from benchmark.tracking import keys
+    from sweeps.console import trial_line
+
+    image = trial_line(3, 20, "vq K=16 d=4 seed=0", {keys.EVAL_UTILIZATION: 0.5, keys.EVAL_PSNR: 24.126,
+                                                     keys.COST_WALL_TIME: 38}, "4 min")
+    audio = trial_line(4, 20, "vq K=16 d=4 seed=0", {keys.EVAL_UTILIZATION: 0.25, keys.EVAL_SI_SNR: -37.0,
+                                                     keys.COST_WALL_TIME: 61}, None)
+    assert image == "[ 3/20] vq K=16 d=4 seed=0   utilization 0.500   PSNR 24.13 dB   38 s   ETA 4 min"
+    assert audio == "[ 4/20] vq K=16 d=4 seed=0   utilization 0.250   SI-SNR -37.00 dB   1 min 01 s"
