@@ -13,6 +13,8 @@ import torch
 import quantizers
 from quantizers.search import nearest_code
 
+from .contracts import assert_output_contract
+
 DIM = 8
 CODEBOOK_SIZE = 32
 # (registry name, options): every codebook quantizer, and SimVQ's trained-basis ablation
@@ -39,17 +41,7 @@ def test_codebook_quantizers_are_registered():
 
 @pytest.mark.parametrize("name,options", CONFIGS, ids=IDS)
 def test_output_contract(name, options, rng):
-    quantizer = build(name, options)
-    z = latents(rng)
-    out = quantizer(z)
-    assert out.quantized.shape == z.shape and out.quantized.dtype == z.dtype
-    assert out.indices.shape == z.shape[:2] and out.indices.dtype == torch.int64
-    assert 0 <= out.indices.min() and out.indices.max() < CODEBOOK_SIZE
-    assert out.codebook_size == CODEBOOK_SIZE
-    assert out.loss.dim() == 0 and torch.isfinite(out.loss)
-    assert torch.allclose(out.loss, sum(out.losses.values()))
-    assert "commitment" in out.losses
-    assert quantizer.codebook().shape == (CODEBOOK_SIZE, DIM)
+    assert_output_contract(build(name, options), latents(rng), CODEBOOK_SIZE, DIM)
 
 
 @pytest.mark.parametrize("name,options", CONFIGS, ids=IDS)

@@ -30,6 +30,8 @@ from sweeps.grid import SweepGrid, base_config, expand_grid
 from sweeps.launch import SweepSettings, resume_sweep, start_sweep
 from sweeps.mlflow_runs import PARENT_RUN_TAG
 
+from .processes import stop
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_BUDGET = {"image_size": 16, "width": 8, "num_res_blocks": 0, "num_downsamples": 2, "steps": 12,
                "batch_size": 8, "warmup_steps": 2, "eval_samples": 32, "fid_samples": 0, "log_every": 4,
@@ -127,18 +129,6 @@ def start_server(store_uri: str, port: int, log: Path) -> subprocess.Popen:
         cwd=REPO, env=ENV, start_new_session=True, stdout=open(log, "a"), stderr=subprocess.STDOUT)
     wait_until_serving(f"http://127.0.0.1:{port}", process)
     return process
-
-
-def stop(process: subprocess.Popen, sig=signal.SIGTERM) -> None:
-    """Stop a process this test started, and its children (its own session)."""
-    try:
-        os.killpg(process.pid, sig)
-        process.wait(timeout=20)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 @pytest.mark.slow

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 import quantizers
 from quantizers.search import nearest_code
 
+from .contracts import assert_output_contract
+
 DIM = 8
 CODEBOOK_SIZE = 32
 BITS = 5  # bsq: codebook_size = 2**dim
@@ -57,17 +59,7 @@ def test_registered_with_the_right_flags():
 
 @pytest.mark.parametrize("name", NEW)
 def test_output_contract(name, rng):
-    quantizer = build(name).train()
-    z = latents(rng, dim_of(name))
-    out = quantizer(z)
-    assert out.quantized.shape == z.shape and out.quantized.dtype == z.dtype
-    assert out.indices.shape == z.shape[:2] and out.indices.dtype == torch.int64
-    assert 0 <= out.indices.min() and out.indices.max() < CODEBOOK_SIZE
-    assert out.codebook_size == CODEBOOK_SIZE
-    assert out.loss.dim() == 0 and torch.isfinite(out.loss)
-    assert torch.allclose(out.loss, sum(out.losses.values()))
-    assert "commitment" in out.losses
-    assert quantizer.codebook().shape == (CODEBOOK_SIZE, dim_of(name))
+    assert_output_contract(build(name).train(), latents(rng, dim_of(name)), CODEBOOK_SIZE, dim_of(name))
 
 
 @pytest.mark.parametrize("name", NEW)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import signal
 import socket
 import stat
 import subprocess
@@ -23,6 +22,8 @@ from benchmark.tracking.ui import free_port, wait_until_serving
 from sweeps import cluster
 from sweeps.drill_proxy import CommitThenDieProxy, CreateFaultProxy
 
+from .processes import stop
+
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING": "false"}
 ENV.pop("RAY_ADDRESS", None)
@@ -32,17 +33,6 @@ TINY_BUDGET = {"image_size": 16, "width": 8, "num_res_blocks": 0, "num_downsampl
 TRAIN_TINY = ["--codebook-size", "16", "--latent-dim", "4", "--image-size", "16", "--width", "8", "--steps", "6",
               "--batch-size", "8", "--eval-samples", "32", "--fid-samples", "0", "--log-every", "3",
               "--no-progress", "--no-system-metrics"]
-
-
-def stop(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 # ---------------------------------------------------------------------------- a lossy path to a real server
