@@ -2,7 +2,7 @@
 costs a sweep pays besides its trials, and the schedule of trials over parallel slots."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 #: Seconds a trial spends outside its steps and evaluations: set-up, probes, MLflow writes, bookkeeping,
 #: worker scheduling (measured: results/throughput/profile_quick.md, about 1.3 s + scheduling).
@@ -29,7 +29,6 @@ class Estimate:
     approximated: int                           # configurations derived from others (budget reached)
     upper_bound: bool                           # some trial stops when converged: steps are the cap
     busy_factor: float = 1.0                    # wall / CPU time of the timed steps: > 1 when the CPUs are shared
-    notes: list[str] = field(default_factory=list)
     ray_startup_s: float = RAY_STARTUP_S
     worker_startup_s: float = WORKER_STARTUP_S
     per_trial_overhead_s: float = PER_TRIAL_OVERHEAD_S
