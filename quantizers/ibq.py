@@ -66,12 +66,13 @@ N x K x d matmul, forward only):
     2^16     14 s,   +0.32 GiB      64 s,   +0.63 GiB                         16x (4.5x matmul + its backward)
 
 Of the six N x K x d GEMMs per step (the search, the forward's logits, backward's logits, g C^T, G C and
-G^T z) all but the search run on (rows, K) chunks that do not fit in cache, and profiled at 2-3x the tiled
-floor's time each; that, not the softmax kernels, is most of the remaining gap. Tiling over codes too
+G^T z) all but the search run on (rows, K) chunks that do not fit in cache: on the quiet machine at 2^16 the
+six took 9.4 s with nothing between them (about 1.8x the tiled floor's time each) and the softmax work the
+other 5.5 s of the 14.9 s step (``results/speed_ibq/lower_bound.py``). Tiling over codes too
 (flash-attention style, every block in cache) was built and measured no faster (0.95-1.17x this module,
 results/speed_ibq/README.md): split rows need their softmax-backward constants before any block of G, which
 costs 8 GEMMs instead of 6 and reruns each softmax per pass. The six products alone, at this module's
-shapes, cost 10x the floor (``results/speed_ibq/lower_bound.py``), eight in-cache ones 8x: ~6x is not
+shapes, cost 10x the floor, eight in-cache ones 8x: ~6x is not
 reachable exactly on this CPU; a fused kernel for the softmax work could bring 16x to about 8-10x.
 
 The official formulation (full N x K tensors) passes 24 GiB at about K = 87,000 (between 2^16 and 2^17) for
