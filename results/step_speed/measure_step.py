@@ -135,19 +135,17 @@ def v_argmin_merge(config, channels):
     return model, opt, {"flags": {"argmin_merge": True}}
 
 
-def v_argmin_merge_single_adamw(config, channels):
-    """The step before this round's two changes: whole-row argmin merge, AdamW's default single-tensor loop."""
-    model, opt, _ = _base(config, channels)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=learning_rate(1, config), weight_decay=config.weight_decay, foreach=False)
-    return model, opt, {"flags": {"argmin_merge": True}}
-
-
 def v_adamw_single(config, channels):
     model, opt, _ = _base(config, channels)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=learning_rate(1, config), weight_decay=config.weight_decay, foreach=False)
     return model, opt, {}
+
+
+def v_argmin_merge_single_adamw(config, channels):
+    """The step before this round's two changes: whole-row argmin merge, AdamW's default single-tensor loop."""
+    model, opt, _ = v_adamw_single(config, channels)
+    return model, opt, {"flags": {"argmin_merge": True}}
 
 
 VARIANTS = {"baseline": v_baseline, "argmin_merge": v_argmin_merge, "adamw_single": v_adamw_single,
